@@ -1,0 +1,225 @@
+//! The validated ecosystem: what the rest of the supervisor works from.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// A whole validated `supervisor.toml`.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub file: PathBuf,
+    pub supervisor: SupervisorSettings,
+    pub logs: LogSettings,
+    pub services: BTreeMap<String, ServiceSpec>,
+    /// Service names in dependency order: every service after everything it depends on.
+    pub start_order: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SupervisorSettings {
+    pub state_dir: PathBuf,
+    pub socket: PathBuf,
+    #[serde(with = "dur")]
+    pub resource_interval: Duration,
+    pub reap_orphans: bool,
+    pub cgroups: CgroupMode,
+    pub secret_keys: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CgroupMode {
+    Auto,
+    Off,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LogSettings {
+    pub timestamp: String,
+    pub max_size: u64,
+    pub keep: u32,
+    pub max_line: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    Always,
+    OnFailure,
+    Never,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DepCondition {
+    /// The dependency's process was spawned.
+    Started,
+    /// The dependency passed its ready probe (or is running, when it has none).
+    Ready,
+    /// The dependency passed a health probe since it became ready.
+    Healthy,
+}
+
+/// Where a variable of a child's environment came from, for `lmctl env`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum EnvSource {
+    /// `env = { ... }` in the config; `interpolated` when it used `${...}`.
+    Declared {
+        interpolated: bool,
+    },
+    EnvFile {
+        file: PathBuf,
+        line: usize,
+    },
+    /// Copied from the daemon's own environment through `inherit_env`.
+    Inherited,
+    /// Added by the supervisor (`LM_SERVICE`, `NOTIFY_SOCKET`, ...).
+    Supervisor,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnvVar {
+    pub value: String,
+    pub source: EnvSource,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Probe {
+    Http(String),
+    Tcp(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ReadySpec {
+    pub notify: bool,
+    pub probe: Option<Probe>,
+    #[serde(with = "dur")]
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HealthSpec {
+    pub probe: Probe,
+    #[serde(with = "dur")]
+    pub interval: Duration,
+    #[serde(with = "dur")]
+    pub timeout: Duration,
+    pub retries: u32,
+    #[serde(with = "dur")]
+    pub start_period: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BackoffSpec {
+    #[serde(with = "dur")]
+    pub initial: Duration,
+    #[serde(with = "dur")]
+    pub max: Duration,
+    pub factor: f64,
+}
+
+impl BackoffSpec {
+    /// Delay before the `n`th restart in a row (1-based): `initial * factor^(n-1)`, capped.
+    pub fn delay(&self, n: u32) -> Duration {
+        let exp = n.saturating_sub(1).min(64) as i32;
+        let secs = self.initial.as_secs_f64() * self.factor.powi(exp);
+        if !secs.is_finite() || secs >= self.max.as_secs_f64() {
+            self.max
+        } else {
+            Duration::from_secs_f64(secs)
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ServiceSpec {
+    pub name: String,
+    /// As written, or resolved against the config folder when it contains a `/`.
+    pub command: String,
+    pub args: Vec<String>,
+    pub cwd: PathBuf,
+    /// The declared environment after `inherit_env`, `env_file` and `env`, interpolated.
+    /// The supervisor's own markers are added at spawn.
+    pub env: BTreeMap<String, EnvVar>,
+    pub required_env: Vec<String>,
+    pub autostart: bool,
+    pub depends_on: BTreeMap<String, DepCondition>,
+    pub ready: Option<ReadySpec>,
+    pub health: Option<HealthSpec>,
+    #[serde(with = "opt_dur")]
+    pub watchdog: Option<Duration>,
+    pub restart: RestartPolicy,
+    pub stop_exit_codes: Vec<i32>,
+    pub backoff: BackoffSpec,
+    #[serde(with = "dur")]
+    pub min_uptime: Duration,
+    pub max_restarts: u32,
+    pub max_memory: Option<u64>,
+    pub stop_signal: String,
+    #[serde(with = "dur")]
+    pub stop_timeout: Duration,
+}
+
+impl ServiceSpec {
+    /// True when `other` would run a different process: what `reload` restarts for.
+    /// `autostart` and `depends_on` only steer the supervisor, so they do not count.
+    pub fn process_differs(&self, other: &ServiceSpec) -> bool {
+        let mut a = self.clone();
+        let mut b = other.clone();
+        a.autostart = false;
+        b.autostart = false;
+        a.depends_on.clear();
+        b.depends_on.clear();
+        a != b
+    }
+
+    pub fn stop_signal(&self) -> nix::sys::signal::Signal {
+        super::units::parse_signal(&self.stop_signal).unwrap_or(nix::sys::signal::Signal::SIGTERM)
+    }
+}
+
+/// Durations serialized as humantime text ("1s 500ms") so `show --json` stays readable.
+mod dur {
+    use std::time::Duration;
+
+    pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+}
+
+mod opt_dur {
+    use std::time::Duration;
+
+    pub fn serialize<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_str(&humantime::format_duration(*d).to_string()),
+            None => s.serialize_none(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_caps() {
+        let b = BackoffSpec {
+            initial: Duration::from_millis(500),
+            max: Duration::from_secs(3),
+            factor: 2.0,
+        };
+        let got: Vec<u128> = (1..=5).map(|n| b.delay(n).as_millis()).collect();
+        assert_eq!(got, vec![500, 1000, 2000, 3000, 3000]);
+        let zero = BackoffSpec {
+            initial: Duration::ZERO,
+            max: Duration::from_secs(3),
+            factor: 2.0,
+        };
+        assert_eq!(zero.delay(7), Duration::ZERO);
+    }
+}
