@@ -1,1 +1,14 @@
-fn main() {}
+use clap::Parser;
+
+fn main() {
+    let cli = lmsup::cli::Cli::parse();
+    let code = match lmsup::cli::run(cli) {
+        Ok(lmsup::cli::Outcome::Ok) => 0,
+        Ok(lmsup::cli::Outcome::Failed) => 1,
+        Err(e) => {
+            eprintln!("lmctl: {e:#}");
+            1
+        }
+    };
+    std::process::exit(code);
+}

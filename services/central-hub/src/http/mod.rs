@@ -1,0 +1,7 @@
+//! HTTP plumbing shared by the controllers: state, auth, errors, routing, logging.
+
+pub mod auth;
+pub mod error;
+pub mod logging;
+pub mod routes;
+pub mod state;

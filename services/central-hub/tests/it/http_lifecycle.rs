@@ -1,0 +1,253 @@
+//! Process lifecycle: fail-fast env checks, readiness/stopping notifications,
+//! graceful shutdown, persistence across restarts, database loss.
+
+use std::os::unix::net::UnixDatagram;
+use std::process::Stdio;
+use std::time::Duration;
+
+use axum::http::Method;
+use nix::sys::signal::Signal;
+use serde_json::json;
+
+use crate::harness::{
+    admin_token, call, customer_token, dead_url, free_port, hub_command, wait_until,
+    FakeSessionManager, Hub, HubOpts,
+};
+use crate::mariadb::MariaDb;
+
+#[test]
+fn missing_or_bad_env_exits_1_with_one_line_naming_the_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port().to_string();
+    let cases: [(&str, &[(&str, &str)]); 4] = [
+        (
+            "JWT_SECRET",
+            &[
+                ("PORT", &port),
+                ("SESSION_MANAGER_BASE_URL", "http://127.0.0.1:3001"),
+            ],
+        ),
+        (
+            "PORT",
+            &[
+                ("SESSION_MANAGER_BASE_URL", "http://127.0.0.1:3001"),
+                ("JWT_SECRET", "s"),
+            ],
+        ),
+        (
+            "SESSION_MANAGER_BASE_URL",
+            &[("PORT", &port), ("JWT_SECRET", "s")],
+        ),
+        (
+            "SESSION_MANAGER_BASE_URL",
+            &[
+                ("PORT", &port),
+                ("JWT_SECRET", "s"),
+                ("SESSION_MANAGER_BASE_URL", "localhost"),
+            ],
+        ),
+    ];
+    for (var, env) in cases {
+        let mut cmd = hub_command(dir.path());
+        cmd.envs(env.iter().copied()).stdin(Stdio::null());
+        let out = cmd.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{var}: {stderr}");
+        assert_eq!(
+            stderr.lines().count(),
+            1,
+            "{var}: want one line, got {stderr:?}"
+        );
+        assert!(stderr.contains(var), "{var} not named in {stderr:?}");
+        assert!(
+            out.stdout.is_empty(),
+            "nothing should start: {:?}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    // Nothing was created either: the check runs before the database is opened.
+    assert!(!dir.path().join("var").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_survives_restart_and_sigterm_exits_zero_with_notifications() {
+    let sm = FakeSessionManager::start(Duration::ZERO).await;
+    let dir = tempfile::tempdir().unwrap();
+    let sock_path = dir.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut opts = HubOpts::new(&sm.url);
+    opts.extra_env
+        .push(("NOTIFY_SOCKET".into(), sock_path.display().to_string()));
+
+    let mut hub = Hub::start(dir.path(), &opts).await;
+    let mut buf = [0u8; 256];
+    let n = sock.recv(&mut buf).unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).contains("READY=1"));
+    assert!(
+        dir.path().join("var/hub.db").is_file(),
+        "default sqlite://var/hub.db not created"
+    );
+
+    let (s, _) = hub
+        .call(
+            Method::POST,
+            "/api/admin/whatsapp-qr/11/enable",
+            Some(&admin_token()),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200);
+
+    let st = hub
+        .guard
+        .signal_and_wait(Signal::SIGTERM, Duration::from_secs(15));
+    assert_eq!(st.code(), Some(0), "log:\n{}", hub.log());
+    let n = sock.recv(&mut buf).unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1"));
+
+    let hub = Hub::start(dir.path(), &HubOpts::new(&sm.url)).await;
+    let (s, b) = hub
+        .call(
+            Method::GET,
+            "/api/admin/whatsapp-qr/11",
+            Some(&admin_token()),
+            None,
+        )
+        .await;
+    assert_eq!((s, b["authorized"].clone()), (200, json!(true)), "{b}");
+    assert_eq!(
+        hub.call(
+            Method::GET,
+            "/api/whatsapp/status",
+            Some(&customer_token(11)),
+            None
+        )
+        .await
+        .0,
+        200
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_an_in_flight_request_finish() {
+    let sm = FakeSessionManager::start(Duration::from_millis(1500)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub = Hub::start(dir.path(), &HubOpts::new(&sm.url)).await;
+    hub.call(
+        Method::POST,
+        "/api/admin/whatsapp-qr/4/enable",
+        Some(&admin_token()),
+        None,
+    )
+    .await;
+
+    let url = hub.url("/api/whatsapp/status");
+    let token = customer_token(4);
+    let pending = tokio::spawn(async move { call(Method::GET, &url, Some(&token), None).await });
+    wait_until(
+        Duration::from_secs(10),
+        "request to reach session-manager",
+        || {
+            let n = sm.seen().len();
+            async move { n == 1 }
+        },
+    )
+    .await;
+
+    let pid = hub.guard.pid();
+    nix::sys::signal::kill(pid, Signal::SIGTERM).unwrap();
+    let (s, b) = pending.await.unwrap();
+    assert_eq!((s, b["state"].as_str()), (200, Some("QR_REQUIRED")), "{b}");
+    let st = hub
+        .guard
+        .wait_for_exit(Duration::from_secs(12))
+        .expect("hub did not exit");
+    assert_eq!(st.code(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_backed_hub_reports_unhealthy_when_the_database_dies() {
+    let Some(mut maria) =
+        MariaDb::start("mariadb_backed_hub_reports_unhealthy_when_the_database_dies").await
+    else {
+        return;
+    };
+    let sm = FakeSessionManager::start(Duration::ZERO).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = HubOpts::new(&sm.url);
+    opts.database_url = Some(maria.url());
+    let hub = Hub::start(dir.path(), &opts).await;
+    assert!(
+        !dir.path().join("var").exists(),
+        "sqlite must not be used with a mysql DATABASE_URL"
+    );
+
+    hub.call(
+        Method::POST,
+        "/api/admin/whatsapp-qr/21/enable",
+        Some(&admin_token()),
+        None,
+    )
+    .await;
+    assert_eq!(
+        hub.call(
+            Method::GET,
+            "/api/whatsapp/status",
+            Some(&customer_token(21)),
+            None
+        )
+        .await
+        .0,
+        200
+    );
+    let (s, b) = hub.call(Method::GET, "/status", None, None).await;
+    assert_eq!((s, b["status"].as_str()), (200, Some("healthy")), "{b}");
+    assert_eq!(b["checks"]["database"]["backend"], json!("mysql"));
+
+    maria.kill();
+
+    let start = std::time::Instant::now();
+    let (s, b) = hub.call(Method::GET, "/status", None, None).await;
+    assert_eq!((s, b["status"].as_str()), (503, Some("unhealthy")), "{b}");
+    assert_eq!(b["checks"]["database"]["status"], json!("unhealthy"));
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "/status took {:?}",
+        start.elapsed()
+    );
+    let (s, b) = hub
+        .call(
+            Method::GET,
+            "/api/whatsapp/status",
+            Some(&customer_token(21)),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (503, Some("DATABASE_UNAVAILABLE")),
+        "{b}"
+    );
+    // /health is liveness only: still 200.
+    assert_eq!(hub.call(Method::GET, "/health", None, None).await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_database_at_start_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = hub_command(dir.path())
+        .env("PORT", free_port().to_string())
+        .env("SESSION_MANAGER_BASE_URL", dead_url())
+        .env("JWT_SECRET", "s")
+        .env(
+            "DATABASE_URL",
+            format!("mysql://root@127.0.0.1:{}/hub", free_port()),
+        )
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("database"), "{stderr}");
+}

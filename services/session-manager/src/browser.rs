@@ -1,0 +1,380 @@
+//! One headless Chromium: launch, drive one page, destroy everything of it.
+
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::oneshot;
+
+use crate::cdp::{Cdp, CdpError};
+use crate::procs;
+
+/// Env var that tags every process of one browser (`<cliente_id>-<random>`).
+pub const MARKER_VAR: &str = "LM_BROWSER";
+/// Env var that tags every browser of this service instance.
+pub const INSTANCE_VAR: &str = "LM_SM_INSTANCE";
+
+/// How long Chromium may take to print its DevTools endpoint.
+const DEVTOOLS_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum BrowserError {
+    #[error("failed to create profile dir {dir}: {source}")]
+    Profile { dir: String, source: std::io::Error },
+    #[error(transparent)]
+    Lock(#[from] procs::ProfileLockError),
+    #[error("failed to start {exe}: {source}")]
+    Spawn { exe: String, source: std::io::Error },
+    #[error("browser did not print its DevTools endpoint within {0:?}")]
+    NoDevTools(Duration),
+    #[error(transparent)]
+    Cdp(#[from] CdpError),
+    #[error("failed to open {url}: {reason}")]
+    Navigate { url: String, reason: String },
+    #[error("page error: {0}")]
+    Page(String),
+    #[error("send button {selector} did not appear within {timeout:?}")]
+    NoSendButton { selector: String, timeout: Duration },
+}
+
+/// A spawned browser process (the leader of its own process group).
+pub struct Browser {
+    pub child: Child,
+    pub pid: i32,
+    /// `LM_BROWSER=<cliente_id>-<random>`, exactly as in the environment.
+    pub marker: String,
+    /// `--user-data-dir=<profile>`, exactly as on the command line.
+    pub profile_arg: String,
+    devtools: Option<oneshot::Receiver<String>>,
+}
+
+impl Browser {
+    /// Checks the profile lock and spawns Chromium on `profile`.
+    pub fn spawn(
+        exe: &Path,
+        profile: &Path,
+        cliente_id: u64,
+        instance: &str,
+    ) -> Result<Browser, BrowserError> {
+        std::fs::create_dir_all(profile).map_err(|source| BrowserError::Profile {
+            dir: profile.display().to_string(),
+            source,
+        })?;
+        procs::check_profile_lock(profile)?;
+        let marker_value = format!("{cliente_id}-{}", procs::random_hex());
+        let profile_arg = procs::profile_arg(profile);
+        let mut cmd = Command::new(exe);
+        cmd.args([
+            "--headless",
+            "--no-first-run",
+            "--no-default-browser-check",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-gpu",
+            "--disable-quic",
+            "--password-store=basic",
+            "--remote-debugging-port=0",
+        ])
+        .arg(&profile_arg);
+        if nix::unistd::geteuid().is_root() {
+            cmd.arg("--no-sandbox");
+        }
+        cmd.arg("about:blank")
+            .env(MARKER_VAR, &marker_value)
+            .env(INSTANCE_VAR, instance)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            // Safety net only: `destroy` is the real cleanup, this covers a panic.
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().map_err(|source| BrowserError::Spawn {
+            exe: exe.display().to_string(),
+            source,
+        })?;
+        let pid = child.id().and_then(|p| i32::try_from(p).ok()).unwrap_or(0);
+        let (tx, rx) = oneshot::channel();
+        if let Some(stderr) = child.stderr.take() {
+            // Drain stderr for the browser's whole life (a full pipe would
+            // block Chromium); the DevTools line is handed to the launcher.
+            tokio::spawn(async move {
+                let mut tx = Some(tx);
+                let mut lines = BufReader::new(stderr).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    if let Some(url) = line.strip_prefix("DevTools listening on ") {
+                        if let Some(tx) = tx.take() {
+                            let _ = tx.send(url.trim().to_owned());
+                        }
+                    } else {
+                        tracing::trace!(pid, "chromium: {line}");
+                    }
+                }
+            });
+        }
+        Ok(Browser {
+            child,
+            pid,
+            marker: format!("{MARKER_VAR}={marker_value}"),
+            profile_arg,
+            devtools: Some(rx),
+        })
+    }
+
+    /// Waits for the DevTools endpoint and opens `url` in a fresh page.
+    /// Does not borrow the browser, so callers can race it against the child's exit.
+    pub fn open_page(
+        &mut self,
+        url: String,
+    ) -> impl std::future::Future<Output = Result<Page, BrowserError>> {
+        let devtools = self.devtools.take();
+        async move {
+            let rx = devtools.ok_or(BrowserError::NoDevTools(Duration::ZERO))?;
+            let ws = match tokio::time::timeout(DEVTOOLS_TIMEOUT, rx).await {
+                Ok(Ok(ws)) => ws,
+                _ => return Err(BrowserError::NoDevTools(DEVTOOLS_TIMEOUT)),
+            };
+            let cdp = Cdp::connect(&ws).await?;
+            let target = cdp
+                .call("Target.createTarget", json!({ "url": "about:blank" }), None)
+                .await?;
+            let target_id = target
+                .get("targetId")
+                .and_then(Value::as_str)
+                .ok_or_else(|| BrowserError::Page("createTarget returned no targetId".into()))?
+                .to_owned();
+            let attached = cdp
+                .call(
+                    "Target.attachToTarget",
+                    json!({ "targetId": target_id, "flatten": true }),
+                    None,
+                )
+                .await?;
+            let session = attached
+                .get("sessionId")
+                .and_then(Value::as_str)
+                .ok_or_else(|| BrowserError::Page("attachToTarget returned no sessionId".into()))?
+                .to_owned();
+            let page = Page { cdp, session };
+            page.navigate(&url).await?;
+            Ok(page)
+        }
+    }
+
+    /// Waits for the browser's main process to exit (cancel safe).
+    pub async fn wait(&mut self) -> String {
+        match self.child.wait().await {
+            Ok(st) => describe_exit(st),
+            Err(e) => format!("wait failed: {e}"),
+        }
+    }
+
+    /// Kills everything of this browser and reaps the main process.
+    ///
+    /// Ladder: `Browser.close` over DevTools (lets Chromium flush the profile),
+    /// SIGTERM to the main process, SIGKILL to the process group, then SIGKILL
+    /// to every process still carrying our marker or profile argument; this
+    /// last step catches `chrome_crashpad_handler`, which double-forks out of
+    /// the group into its own session.
+    pub async fn destroy(mut self, page: Option<Page>) {
+        let exited = |b: &mut Browser| matches!(b.child.try_wait(), Ok(Some(_)));
+        if let Some(page) = page {
+            if !exited(&mut self) {
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(1),
+                    page.cdp.call("Browser.close", json!({}), None),
+                )
+                .await;
+                let _ = tokio::time::timeout(Duration::from_secs(3), self.child.wait()).await;
+            }
+        }
+        if !exited(&mut self) {
+            procs::signal_pid(self.pid, Signal::SIGTERM);
+            let _ = tokio::time::timeout(Duration::from_secs(1), self.child.wait()).await;
+        }
+        // The group id cannot be reused while any member lives, so this only
+        // reaches our browser's processes.
+        procs::signal_group(self.pid, Signal::SIGKILL);
+        let _ = self.child.start_kill();
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.child.wait()).await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+        loop {
+            let left = procs::find_browser_procs(&self.marker, &self.profile_arg, Some(self.pid));
+            if left.is_empty() {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::error!(pids = ?left, marker = %self.marker, "browser processes survived SIGKILL");
+                break;
+            }
+            for pid in left {
+                procs::signal_pid(pid, Signal::SIGKILL);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+fn describe_exit(st: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (st.code(), st.signal()) {
+        (Some(c), _) => format!("exit code {c}"),
+        (None, Some(s)) => format!("killed by signal {s}"),
+        _ => "unknown exit".into(),
+    }
+}
+
+/// What the page shows, from one `Runtime.evaluate`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageObs {
+    /// The QR element's `data-ref`, when the QR element is present.
+    pub qr: Option<String>,
+    /// The ready element is present.
+    pub ready: bool,
+}
+
+/// One page of the browser, attached in flat session mode.
+pub struct Page {
+    cdp: Cdp,
+    session: String,
+}
+
+impl Page {
+    async fn navigate(&self, url: &str) -> Result<(), BrowserError> {
+        let r = self
+            .cdp
+            .call("Page.navigate", json!({ "url": url }), Some(&self.session))
+            .await?;
+        if let Some(err) = r.get("errorText").and_then(Value::as_str) {
+            return Err(BrowserError::Navigate {
+                url: url.to_owned(),
+                reason: err.to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    async fn eval(&self, expression: &str) -> Result<Value, BrowserError> {
+        let r = self
+            .cdp
+            .call(
+                "Runtime.evaluate",
+                json!({ "expression": expression, "returnByValue": true }),
+                Some(&self.session),
+            )
+            .await?;
+        if let Some(ex) = r.get("exceptionDetails") {
+            return Err(BrowserError::Page(ex.to_string()));
+        }
+        Ok(r.pointer("/result/value").cloned().unwrap_or(Value::Null))
+    }
+
+    /// Looks for the QR and ready elements.
+    pub async fn observe(
+        &self,
+        qr_selector: &str,
+        ready_selector: &str,
+    ) -> Result<PageObs, BrowserError> {
+        let expr = format!(
+            "(() => {{ const q = document.querySelector({q}); const r = document.querySelector({r}); \
+             return {{ qr: q ? q.getAttribute('data-ref') : null, ready: !!r }}; }})()",
+            q = js_str(qr_selector),
+            r = js_str(ready_selector),
+        );
+        let v = self.eval(&expr).await?;
+        Ok(PageObs {
+            qr: v.get("qr").and_then(Value::as_str).map(str::to_owned),
+            ready: v.get("ready").and_then(Value::as_bool).unwrap_or(false),
+        })
+    }
+
+    /// Opens `{base}/send?phone=P&text=T`, waits for the send button and clicks it.
+    pub async fn send_message(
+        &self,
+        base: &str,
+        phone: &str,
+        text: &str,
+        button_selector: &str,
+        timeout: Duration,
+    ) -> Result<(), BrowserError> {
+        let url = format!(
+            "{base}/send?phone={}&text={}",
+            url_encode(phone),
+            url_encode(text)
+        );
+        self.navigate(&url).await?;
+        let click = format!(
+            "(() => {{ if (!location.href.startsWith({u})) return false; \
+             const b = document.querySelector({s}); if (!b) return false; b.click(); return true; }})()",
+            u = js_str(&url),
+            s = js_str(button_selector),
+        );
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if self.eval(&click).await?.as_bool() == Some(true) {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(BrowserError::NoSendButton {
+                    selector: button_selector.to_owned(),
+                    timeout,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Resolves when the DevTools connection is gone.
+    pub async fn closed(&self) {
+        self.cdp.closed().await;
+    }
+}
+
+/// A JavaScript string literal (JSON strings are valid JS).
+fn js_str(s: &str) -> String {
+    Value::String(s.to_owned()).to_string()
+}
+
+/// Percent-encodes everything but RFC 3986 unreserved characters.
+pub fn url_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Absolute form of the tokens dir (so the `--user-data-dir` argument we match
+/// in `/proc` is the same string whatever our cwd is later).
+pub fn absolute(p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map(|d| d.join(p))
+            .unwrap_or_else(|_| p.to_path_buf())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes() {
+        assert_eq!(url_encode("hola mundo & ñ"), "hola%20mundo%20%26%20%C3%B1");
+        assert_eq!(url_encode("+54911"), "%2B54911");
+        assert_eq!(
+            js_str(r#"span[data-icon="send"]"#),
+            r#""span[data-icon=\"send\"]""#
+        );
+    }
+}

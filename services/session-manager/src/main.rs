@@ -1,0 +1,120 @@
+//! session-manager: one headless Chromium per customer WhatsApp Web session.
+//!
+//! Layout: `config` (env), `http` (routes, request log), `session` (the actor
+//! that owns all session state + one worker task per browser), `browser`
+//! (launch, page driving, kill ladder), `cdp` (DevTools client), `procs`
+//! (`/proc` scans, signals, profile lock), `qr` (QR PNG).
+
+mod browser;
+mod cdp;
+mod config;
+mod http;
+mod procs;
+mod qr;
+mod session;
+
+use std::future::IntoFuture as _;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::signal::unix::{signal, SignalKind};
+
+fn main() -> ExitCode {
+    let mut cfg = match config::Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("session-manager: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stdout)
+        .with_ansi(false)
+        .init();
+    cfg.tokens_dir = browser::absolute(&cfg.tokens_dir);
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("session-manager: failed to start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(run(cfg)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("session-manager: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run(cfg: config::Config) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&cfg.tokens_dir)
+        .with_context(|| format!("failed to create TOKENS_DIR {}", cfg.tokens_dir.display()))?;
+    let mut sigterm =
+        signal(SignalKind::terminate()).context("failed to install SIGTERM handler")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("failed to install SIGINT handler")?;
+    let addr = std::net::SocketAddr::new(cfg.bind, cfg.port);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("failed to listen on {addr}"))?;
+    let local = listener
+        .local_addr()
+        .context("failed to read the bound address")?;
+    let cfg = Arc::new(cfg);
+    match cfg.find_chromium() {
+        Some(p) => tracing::info!("browser: {}", p.display()),
+        None => tracing::warn!(
+            "no Chromium found (CHROMIUM_PATH or PATH); /init will answer BROWSER_NOT_FOUND"
+        ),
+    }
+    let sessions = session::Sessions::start(cfg.clone());
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let server = tokio::spawn(
+        axum::serve(listener, http::router(sessions.clone()))
+            .with_graceful_shutdown(async move {
+                let _ = stop_rx.wait_for(|v| *v).await;
+            })
+            .into_future(),
+    );
+    tracing::info!(
+        "listening on {local}, tokens in {}, max {} sessions",
+        cfg.tokens_dir.display(),
+        cfg.max_sessions
+    );
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+
+    let sig = tokio::select! {
+        _ = sigterm.recv() => "SIGTERM",
+        _ = sigint.recv() => "SIGINT",
+    };
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    tracing::info!(
+        "{sig}: destroying every browser (bound {:?})",
+        cfg.shutdown_timeout
+    );
+    let started = std::time::Instant::now();
+    let report = sessions.shutdown().await;
+    if report.timed_out {
+        tracing::error!("{} browser(s) had to be force-killed", report.browsers);
+    }
+    tracing::info!(
+        "{} browser(s) destroyed in {:?}",
+        report.browsers,
+        started.elapsed()
+    );
+    let _ = stop_tx.send(true);
+    if tokio::time::timeout(Duration::from_secs(2), server)
+        .await
+        .is_err()
+    {
+        tracing::warn!("HTTP server did not drain within 2s; exiting anyway");
+    }
+    Ok(())
+}

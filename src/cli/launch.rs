@@ -1,0 +1,98 @@
+//! `lmctl start` with no daemon: launch `leadmaster-supervisord` detached and wait for its
+//! socket to answer.
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::control::client;
+use crate::control::proto::{Request, Response};
+
+fn daemon_binary() -> PathBuf {
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join("leadmaster-supervisord")));
+    match beside {
+        Some(p) if p.exists() => p,
+        _ => PathBuf::from("leadmaster-supervisord"),
+    }
+}
+
+pub fn ensure_daemon(config: &Path, socket: &Path) -> anyhow::Result<()> {
+    if matches!(
+        client::request(socket, Request::Ping),
+        Ok(Response::Pong { .. })
+    ) {
+        return Ok(());
+    }
+    // Validate first, so errors reach the terminal instead of a log file.
+    if let Err(errors) = crate::config::load(config) {
+        for e in &errors {
+            eprintln!("{e}");
+        }
+        anyhow::bail!(
+            "the config has {} problem(s); fix them and run `lmctl start` again",
+            errors.len()
+        );
+    }
+    let log_dir = socket.parent().unwrap_or(Path::new(".")).join("logs");
+    let cfg = crate::config::load(config).ok();
+    let log_dir = cfg
+        .map(|c| c.supervisor.state_dir.join("logs"))
+        .unwrap_or(log_dir);
+    std::fs::create_dir_all(&log_dir)?;
+    let out_path = log_dir.join("daemon.out");
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&out_path)?;
+    let err = out.try_clone()?;
+    let bin = daemon_binary();
+    let mut child = Command::new(&bin)
+        .arg("--config")
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .process_group(0)
+        .spawn()
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot launch {} ({e}); is it installed beside lmctl or on PATH?",
+                bin.display()
+            )
+        })?;
+    println!(
+        "started leadmaster-supervisord (pid {}), output in {}",
+        child.id(),
+        out_path.display()
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if matches!(
+            client::request(socket, Request::Ping),
+            Ok(Response::Pong { .. })
+        ) {
+            // Reap our direct child later is not possible once we exit; the daemon lives on
+            // re-parented to init (or our own supervisor), which reaps it.
+            return Ok(());
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            let tail = std::fs::read_to_string(&out_path).unwrap_or_default();
+            let last: Vec<&str> = tail.lines().rev().take(5).collect();
+            anyhow::bail!(
+                "the daemon exited at once ({status}); its last words:\n{}",
+                last.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!(
+                "the daemon did not open {} within 15s; see {}",
+                socket.display(),
+                out_path.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

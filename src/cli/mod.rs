@@ -1,0 +1,498 @@
+//! `lmctl`: argument parsing and one function per verb. Exit codes: 0 success, 1 a failed
+//! operation, 2 bad usage.
+
+mod launch;
+mod render;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config;
+use crate::control::client::{self, ClientError};
+use crate::control::proto::{LogsRequest, Request, Response, ServiceStatus, StreamFilter};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "lmctl",
+    version,
+    about = "Control the LeadMaster supervisor daemon"
+)]
+pub struct Cli {
+    /// The ecosystem file; it also tells where the daemon's socket is.
+    #[arg(long, short = 'c', global = true, default_value = "supervisor.toml")]
+    pub config: PathBuf,
+    /// Talk to this socket instead of the one the config names.
+    #[arg(long, global = true)]
+    pub socket: Option<PathBuf>,
+    #[command(subcommand)]
+    pub verb: Verb,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Verb {
+    /// Validate the config; print each problem as file:line:col: message.
+    Check(JsonFlag),
+    /// Start the daemon if needed, then services (all autostart ones when none named).
+    Start(StartArgs),
+    /// Stop services (all when none named).
+    Stop { services: Vec<String> },
+    /// Restart services (all when none named).
+    Restart(StartArgs),
+    /// Re-read the config and apply the difference.
+    Reload,
+    /// One line per service: state, pid, uptime, restarts, cpu, memory, processes, health.
+    Status(JsonFlag),
+    /// Last lines of a service's log, or of the merged log.
+    Logs(LogsArgs),
+    /// The environment the service's process really got.
+    Env {
+        service: String,
+        /// Show secret-looking values instead of masking them.
+        #[arg(long)]
+        reveal: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Config, state, process tree, exits, probes and events of one service.
+    Show {
+        service: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send a signal to a service's main process.
+    Signal { signal: String, service: String },
+    /// Stop every service and the daemon.
+    Shutdown,
+    /// Is a daemon running on this config's socket?
+    Ping(JsonFlag),
+}
+
+#[derive(Args, Debug)]
+pub struct JsonFlag {
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct StartArgs {
+    pub services: Vec<String>,
+    /// Return at once instead of waiting until the services are ready.
+    #[arg(long)]
+    pub no_wait: bool,
+    /// How long to wait for readiness before giving up.
+    #[arg(long, default_value = "5m", value_parser = parse_dur)]
+    pub timeout: Duration,
+}
+
+#[derive(Args, Debug)]
+pub struct LogsArgs {
+    pub service: Option<String>,
+    #[arg(short = 'n', long = "lines", default_value_t = 50)]
+    pub lines: usize,
+    #[arg(short = 'f', long)]
+    pub follow: bool,
+    #[arg(long, conflicts_with = "out")]
+    pub err: bool,
+    #[arg(long)]
+    pub out: bool,
+    /// Only lines at most this old, like "10m".
+    #[arg(long, value_parser = parse_dur)]
+    pub since: Option<Duration>,
+}
+
+fn parse_dur(s: &str) -> Result<Duration, String> {
+    config::units::parse_duration(s)
+}
+
+/// Outcome of a verb, mapped to the exit code by the binary.
+pub enum Outcome {
+    Ok,
+    Failed,
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
+    let ctx = Ctx {
+        config: cli.config.clone(),
+        socket_override: cli.socket.clone(),
+    };
+    match cli.verb {
+        Verb::Check(f) => check(&ctx, f.json),
+        Verb::Start(a) => start(&ctx, a, false),
+        Verb::Restart(a) => start(&ctx, a, true),
+        Verb::Stop { services } => simple(&ctx, Request::Stop { services }),
+        Verb::Reload => reload(&ctx),
+        Verb::Status(f) => status(&ctx, f.json),
+        Verb::Logs(a) => logs(&ctx, a),
+        Verb::Env {
+            service,
+            reveal,
+            json,
+        } => env(&ctx, service, reveal, json),
+        Verb::Show { service, json } => show(&ctx, service, json),
+        Verb::Signal { signal, service } => simple(&ctx, Request::Signal { service, signal }),
+        Verb::Shutdown => shutdown(&ctx),
+        Verb::Ping(f) => ping(&ctx, f.json),
+    }
+}
+
+struct Ctx {
+    config: PathBuf,
+    socket_override: Option<PathBuf>,
+}
+
+impl Ctx {
+    /// The socket: `--socket`, else what the config's `[supervisor]` says (read leniently,
+    /// so a config with unrelated mistakes still finds its daemon).
+    fn socket(&self) -> anyhow::Result<PathBuf> {
+        if let Some(s) = &self.socket_override {
+            return Ok(s.clone());
+        }
+        socket_from_config(&self.config)
+    }
+}
+
+pub fn socket_from_config(path: &Path) -> anyhow::Result<PathBuf> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot read {} ({e}); pass the config with --config or the socket with --socket",
+            path.display()
+        )
+    })?;
+    let table: toml::Table = toml::from_str(&text).unwrap_or_default();
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let sup = table.get("supervisor").and_then(|v| v.as_table());
+    let get = |k: &str| {
+        sup.and_then(|t| t.get(k))
+            .and_then(|v| v.as_str())
+            .map(|s| dir.join(s))
+    };
+    Ok(get("socket").unwrap_or_else(|| {
+        get("state_dir")
+            .unwrap_or_else(|| dir.join("var"))
+            .join("lmctl.sock")
+    }))
+}
+
+fn print_error(resp: &Response) -> bool {
+    match resp {
+        Response::Error { code, message } => {
+            eprintln!("lmctl: {message} [{code}]");
+            true
+        }
+        Response::ConfigErrors { errors } => {
+            for e in errors {
+                eprintln!("{e}");
+            }
+            eprintln!(
+                "lmctl: the config has {} problem(s); nothing was changed",
+                errors.len()
+            );
+            true
+        }
+        _ => false,
+    }
+}
+
+fn ask(ctx: &Ctx, req: Request) -> anyhow::Result<Response> {
+    Ok(client::request(&ctx.socket()?, req)?)
+}
+
+fn check(ctx: &Ctx, json: bool) -> anyhow::Result<Outcome> {
+    match config::load(&ctx.config) {
+        Ok(c) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"ok": true, "services": c.start_order})
+                );
+            } else {
+                println!(
+                    "{}: ok ({} services, start order: {})",
+                    ctx.config.display(),
+                    c.services.len(),
+                    c.start_order.join(" -> ")
+                );
+            }
+            Ok(Outcome::Ok)
+        }
+        Err(errors) => {
+            if json {
+                println!("{}", serde_json::json!({"ok": false, "errors": errors}));
+            } else {
+                for e in &errors {
+                    println!("{e}");
+                }
+                eprintln!(
+                    "lmctl: {} problem(s) in {}",
+                    errors.len(),
+                    ctx.config.display()
+                );
+            }
+            Ok(Outcome::Failed)
+        }
+    }
+}
+
+fn simple(ctx: &Ctx, req: Request) -> anyhow::Result<Outcome> {
+    let resp = ask(ctx, req)?;
+    if print_error(&resp) {
+        return Ok(Outcome::Failed);
+    }
+    if let Response::Done { lines } = resp {
+        for l in lines {
+            println!("{l}");
+        }
+    }
+    Ok(Outcome::Ok)
+}
+
+fn start(ctx: &Ctx, a: StartArgs, restart: bool) -> anyhow::Result<Outcome> {
+    let socket = ctx.socket()?;
+    if !restart {
+        launch::ensure_daemon(&ctx.config, &socket)?;
+    }
+    let req = if restart {
+        Request::Restart {
+            services: a.services.clone(),
+        }
+    } else {
+        Request::Start {
+            services: a.services.clone(),
+        }
+    };
+    let resp = client::request(&socket, req)?;
+    if print_error(&resp) {
+        return Ok(Outcome::Failed);
+    }
+    if let Response::Done { lines } = &resp {
+        for l in lines {
+            println!("{l}");
+        }
+    }
+    if a.no_wait {
+        return Ok(Outcome::Ok);
+    }
+    let names: Vec<String> = lines_services(&resp);
+    wait_ready(&socket, &names, a.timeout)
+}
+
+fn lines_services(resp: &Response) -> Vec<String> {
+    match resp {
+        Response::Done { lines } => lines
+            .iter()
+            .filter_map(|l| l.split(':').next().map(str::to_string))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Polls status until every named service is ready (or running without readiness), or one
+/// has failed. Backoff means "still trying": keep waiting.
+fn wait_ready(socket: &Path, names: &[String], timeout: Duration) -> anyhow::Result<Outcome> {
+    let deadline = Instant::now() + timeout;
+    let mut last: Vec<(String, String)> = Vec::new();
+    loop {
+        let Response::Status { services } = client::request(socket, Request::Status)? else {
+            anyhow::bail!("unexpected answer to status");
+        };
+        let ours: Vec<&ServiceStatus> = services
+            .iter()
+            .filter(|s| names.contains(&s.name))
+            .collect();
+        let now: Vec<(String, String)> = ours
+            .iter()
+            .map(|s| (s.name.clone(), s.state.clone()))
+            .collect();
+        if now != last {
+            for s in &ours {
+                if !last.iter().any(|(n, st)| *n == s.name && *st == s.state) {
+                    let extra = if s.waiting_for.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (waiting for {})", s.waiting_for.join(", "))
+                    };
+                    println!("  {:<20} {}{extra}", s.name, s.state);
+                }
+            }
+            last = now;
+        }
+        let failed: Vec<&&ServiceStatus> = ours
+            .iter()
+            .filter(|s| matches!(s.state.as_str(), "failed" | "exited" | "stopped"))
+            .collect();
+        if !failed.is_empty() {
+            for s in failed {
+                eprintln!(
+                    "lmctl: {} is {}: {}",
+                    s.name,
+                    s.state,
+                    s.last_error
+                        .clone()
+                        .unwrap_or_else(|| "no error recorded; see `lmctl logs`".into())
+                );
+            }
+            return Ok(Outcome::Failed);
+        }
+        if ours
+            .iter()
+            .all(|s| s.state == "ready" || s.state == "running")
+        {
+            return Ok(Outcome::Ok);
+        }
+        if Instant::now() > deadline {
+            eprintln!(
+                "lmctl: not ready after {}; see `lmctl status` and `lmctl logs`",
+                config::units::human_duration(timeout)
+            );
+            return Ok(Outcome::Failed);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn reload(ctx: &Ctx) -> anyhow::Result<Outcome> {
+    let resp = ask(ctx, Request::Reload)?;
+    if print_error(&resp) {
+        return Ok(Outcome::Failed);
+    }
+    if let Response::Reload { diff } = resp {
+        print!("{}", render::diff(&diff));
+    }
+    Ok(Outcome::Ok)
+}
+
+fn status(ctx: &Ctx, json: bool) -> anyhow::Result<Outcome> {
+    let resp = ask(ctx, Request::Status)?;
+    if print_error(&resp) {
+        return Ok(Outcome::Failed);
+    }
+    let Response::Status { services } = resp else {
+        anyhow::bail!("unexpected answer to status")
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&services)?);
+    } else {
+        print!("{}", render::status_table(&services));
+    }
+    Ok(Outcome::Ok)
+}
+
+fn logs(ctx: &Ctx, a: LogsArgs) -> anyhow::Result<Outcome> {
+    let stream = if a.err {
+        StreamFilter::Err
+    } else if a.out {
+        StreamFilter::Out
+    } else {
+        StreamFilter::Both
+    };
+    let req = LogsRequest {
+        service: a.service,
+        lines: a.lines,
+        follow: a.follow,
+        stream,
+        since_ms: a.since.map(|d| d.as_millis() as u64),
+    };
+    let mut failed = false;
+    client::stream(&ctx.socket()?, Request::Logs(req), |resp| match resp {
+        Response::LogLine { line } => {
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            // A closed stdout (`| head`) ends the follow quietly.
+            writeln!(out, "{line}").is_ok() && out.flush().is_ok()
+        }
+        other => {
+            failed |= print_error(&other);
+            false
+        }
+    })?;
+    Ok(if failed { Outcome::Failed } else { Outcome::Ok })
+}
+
+fn env(ctx: &Ctx, service: String, reveal: bool, json: bool) -> anyhow::Result<Outcome> {
+    let resp = ask(ctx, Request::Env { service, reveal })?;
+    if print_error(&resp) {
+        return Ok(Outcome::Failed);
+    }
+    let Response::Env { vars, .. } = resp else {
+        anyhow::bail!("unexpected answer to env")
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&vars)?);
+    } else {
+        print!("{}", render::env_table(&vars));
+    }
+    Ok(Outcome::Ok)
+}
+
+fn show(ctx: &Ctx, service: String, json: bool) -> anyhow::Result<Outcome> {
+    let resp = ask(ctx, Request::Show { service })?;
+    if print_error(&resp) {
+        return Ok(Outcome::Failed);
+    }
+    let Response::Show { service } = resp else {
+        anyhow::bail!("unexpected answer to show")
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&service)?);
+    } else {
+        print!("{}", render::detail(&service));
+    }
+    Ok(Outcome::Ok)
+}
+
+fn ping(ctx: &Ctx, json: bool) -> anyhow::Result<Outcome> {
+    match ask(ctx, Request::Ping) {
+        Ok(Response::Pong {
+            pid,
+            instance,
+            version,
+            config,
+            state_dir,
+        }) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"pid": pid, "instance": instance, "version": version, "config": config, "state_dir": state_dir})
+                );
+            } else {
+                println!("leadmaster-supervisord {version} running as pid {pid} ({config}, state in {state_dir})");
+            }
+            Ok(Outcome::Ok)
+        }
+        Ok(other) => {
+            print_error(&other);
+            Ok(Outcome::Failed)
+        }
+        Err(e) => {
+            eprintln!("lmctl: {e}");
+            Ok(Outcome::Failed)
+        }
+    }
+}
+
+fn shutdown(ctx: &Ctx) -> anyhow::Result<Outcome> {
+    let socket = ctx.socket()?;
+    match client::request(&socket, Request::Shutdown) {
+        Ok(resp) => {
+            if print_error(&resp) {
+                return Ok(Outcome::Failed);
+            }
+            if let Response::Done { lines } = resp {
+                for l in lines {
+                    println!("{l}");
+                }
+            }
+            Ok(Outcome::Ok)
+        }
+        Err(ClientError::NotRunning { .. }) => {
+            println!("no daemon is running on {}", socket.display());
+            Ok(Outcome::Ok)
+        }
+        Err(e) => Err(e.into()),
+    }
+}

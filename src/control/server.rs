@@ -1,0 +1,188 @@
+//! The daemon's end of the control socket: peer check, one bounded request line per
+//! connection, dispatch to the actor (or the log writer for `logs`).
+
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{mpsc, oneshot};
+
+use super::proto::{Envelope, LogsRequest, Request, Response, MAX_REQUEST, PROTOCOL_VERSION};
+use crate::logs::{tail, LogHandle, LogMsg};
+use crate::supervisor::Msg;
+
+/// How long a client may take to send its request line.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub async fn serve(listener: UnixListener, actor: mpsc::UnboundedSender<Msg>, logs: LogHandle) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let actor = actor.clone();
+                let logs = logs.clone();
+                tokio::spawn(async move {
+                    let _ = handle(stream, actor, logs).await;
+                });
+            }
+            Err(e) => {
+                tracing::warn!("control socket accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn write(stream: &mut UnixStream, resp: &Response) -> std::io::Result<()> {
+    let mut line = serde_json::to_vec(resp).map_err(std::io::Error::other)?;
+    line.push(b'\n');
+    stream.write_all(&line).await
+}
+
+async fn handle(
+    mut stream: UnixStream,
+    actor: mpsc::UnboundedSender<Msg>,
+    logs: LogHandle,
+) -> std::io::Result<()> {
+    let me = nix::unistd::geteuid().as_raw();
+    let uid = stream.peer_cred().map(|c| c.uid()).unwrap_or(u32::MAX);
+    if uid != 0 && uid != me {
+        let resp = Response::error(
+            "PERMISSION_DENIED",
+            format!("uid {uid} may not control this daemon: run lmctl as root or as uid {me}, the daemon's owner"),
+        );
+        return write(&mut stream, &resp).await;
+    }
+
+    let mut buf = Vec::new();
+    let read = {
+        let mut reader = BufReader::new((&mut stream).take(MAX_REQUEST as u64 + 1));
+        tokio::time::timeout(REQUEST_TIMEOUT, reader.read_until(b'\n', &mut buf)).await
+    };
+    let resp = match read {
+        Err(_) => Some(Response::error(
+            "TIMEOUT",
+            "no complete request line within 5s",
+        )),
+        Ok(Err(e)) => Some(Response::error(
+            "BAD_REQUEST",
+            format!("cannot read the request: {e}"),
+        )),
+        Ok(Ok(_)) if buf.len() > MAX_REQUEST => Some(Response::error(
+            "REQUEST_TOO_LARGE",
+            format!("a request may be at most {MAX_REQUEST} bytes"),
+        )),
+        Ok(Ok(0)) => return Ok(()),
+        Ok(Ok(_)) => None,
+    };
+    if let Some(r) = resp {
+        return write(&mut stream, &r).await;
+    }
+    let env: Envelope = match serde_json::from_slice(&buf) {
+        Ok(e) => e,
+        Err(e) => {
+            // Tell an old or new client about a version mismatch before a parse error.
+            let version = serde_json::from_slice::<serde_json::Value>(&buf)
+                .ok()
+                .and_then(|v| v.get("version")?.as_u64());
+            let resp = match version {
+                Some(v) if v != u64::from(PROTOCOL_VERSION) => Response::error(
+                    "VERSION_MISMATCH",
+                    format!("client speaks protocol {v}, the daemon {PROTOCOL_VERSION}: use the lmctl that came with this daemon"),
+                ),
+                _ => Response::error("BAD_REQUEST", format!("malformed request: {e}")),
+            };
+            return write(&mut stream, &resp).await;
+        }
+    };
+    if env.version != PROTOCOL_VERSION {
+        let resp = Response::error(
+            "VERSION_MISMATCH",
+            format!("client speaks protocol {}, the daemon {PROTOCOL_VERSION}: use the lmctl that came with this daemon", env.version),
+        );
+        return write(&mut stream, &resp).await;
+    }
+    match env.request {
+        Request::Logs(req) => serve_logs(stream, req, actor, logs).await,
+        req => {
+            let (tx, rx) = oneshot::channel();
+            let resp = if actor.send(Msg::Request { req, reply: tx }).is_err() {
+                Response::error("SHUTTING_DOWN", "the daemon is shutting down")
+            } else {
+                rx.await.unwrap_or_else(|_| {
+                    Response::error("SHUTTING_DOWN", "the daemon is shutting down")
+                })
+            };
+            write(&mut stream, &resp).await
+        }
+    }
+}
+
+async fn serve_logs(
+    mut stream: UnixStream,
+    req: LogsRequest,
+    actor: mpsc::UnboundedSender<Msg>,
+    logs: LogHandle,
+) -> std::io::Result<()> {
+    if let Some(svc) = &req.service {
+        let (tx, rx) = oneshot::channel();
+        let _ = actor.send(Msg::HasService(svc.clone(), tx));
+        if !rx.await.unwrap_or(false) {
+            return write(
+                &mut stream,
+                &Response::error("UNKNOWN_SERVICE", format!("no service named `{svc}`")),
+            )
+            .await;
+        }
+    }
+    let (tx, rx) = oneshot::channel();
+    if logs
+        .tx
+        .send(LogMsg::Tail {
+            req: req.clone(),
+            reply: tx,
+        })
+        .await
+        .is_err()
+    {
+        return write(
+            &mut stream,
+            &Response::error("SHUTTING_DOWN", "the log writer has stopped"),
+        )
+        .await;
+    }
+    let Ok(reply) = rx.await else { return Ok(()) };
+    for line in reply.lines {
+        write(&mut stream, &Response::LogLine { line }).await?;
+    }
+    let Some(mut follow) = reply.follow else {
+        return Ok(());
+    };
+    let (mut rd, mut wr) = stream.into_split();
+    let mut probe = [0u8; 1];
+    loop {
+        tokio::select! {
+            // The client hung up (Ctrl-C): stop following.
+            n = rd.read(&mut probe) => {
+                if matches!(n, Ok(0) | Err(_)) {
+                    return Ok(());
+                }
+            }
+            got = follow.recv() => match got {
+                Ok(f) => {
+                    if tail::matches(&req, &f.service, f.kind) {
+                        let mut line = serde_json::to_vec(&Response::LogLine { line: f.line.to_string() }).map_err(std::io::Error::other)?;
+                        line.push(b'\n');
+                        wr.write_all(&line).await?;
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    let line = format!("[lmctl] {n} lines skipped: this follower fell behind");
+                    let mut out = serde_json::to_vec(&Response::LogLine { line }).map_err(std::io::Error::other)?;
+                    out.push(b'\n');
+                    wr.write_all(&out).await?;
+                }
+                Err(_) => return Ok(()),
+            }
+        }
+    }
+}

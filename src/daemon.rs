@@ -1,0 +1,256 @@
+//! `leadmaster-supervisord`: wires config, the actor, the control socket, signals, the
+//! resource sampler and the systemd watchdog; returns when a shutdown has finished.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::{CgroupMode, Config};
+use crate::logs::LogHandle;
+use crate::resources::{cgroup, Sampler};
+use crate::spawn::{reaper, tree};
+use crate::supervisor::actor::Actor;
+use crate::supervisor::Msg;
+use crate::systemd::Systemd;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("another leadmaster-supervisord (pid {pid}) already runs on state_dir {dir}: talk to it with `lmctl`, or stop it with `lmctl shutdown` first")]
+    AlreadyRunning { pid: String, dir: PathBuf },
+    #[error("cannot prepare state_dir {dir}: {source}; check the path and its permissions")]
+    StateDir {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot listen on the control socket {path}: {source}")]
+    Socket {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot start the log writer in {dir}: {source}")]
+    Logs {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
+}
+
+/// Holds the state dir's lock for the daemon's lifetime: one daemon per state dir.
+pub struct StateLock {
+    _file: File,
+}
+
+pub fn lock_state_dir(dir: &Path) -> Result<StateLock, DaemonError> {
+    let state_err = |e| DaemonError::StateDir {
+        dir: dir.to_path_buf(),
+        source: e,
+    };
+    std::fs::create_dir_all(dir).map_err(state_err)?;
+    // The socket lives here: keep the folder to its owner.
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(state_err)?;
+    let path = dir.join("daemon.lock");
+    let mut file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(state_err)?;
+    // SAFETY: flock on a valid open fd.
+    let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if r != 0 {
+        let mut pid = String::new();
+        let _ = file.read_to_string(&mut pid);
+        return Err(DaemonError::AlreadyRunning {
+            pid: pid.trim().to_string(),
+            dir: dir.to_path_buf(),
+        });
+    }
+    file.set_len(0).map_err(state_err)?;
+    file.rewind().map_err(state_err)?;
+    write!(file, "{}", std::process::id()).map_err(state_err)?;
+    Ok(StateLock { _file: file })
+}
+
+/// A short stable key for a state dir: marks every process of every daemon that runs on it.
+pub fn state_key(dir: &Path) -> String {
+    let canon = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    // FNV-1a: stable across builds and Rust versions, unlike DefaultHasher.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in canon.as_os_str().as_encoded_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+pub async fn run(config: Config) -> Result<(), DaemonError> {
+    let state_dir = config.supervisor.state_dir.clone();
+    let _lock = lock_state_dir(&state_dir)?;
+    let prefix = state_key(&state_dir);
+    let me = std::process::id() as i32;
+    let start = tree::read_proc(me).map(|p| p.start_time).unwrap_or(0);
+    let instance = format!("{prefix}:{me}:{start}");
+
+    if let Err(e) = reaper::become_subreaper() {
+        tracing::warn!(
+            "cannot become a child subreaper ({e}); orphans of services will re-parent to init"
+        );
+    }
+    let log_dir = state_dir.join("logs");
+    let (logs, log_thread) =
+        LogHandle::start(log_dir.clone(), &config.logs).map_err(|e| DaemonError::Logs {
+            dir: log_dir,
+            source: e,
+        })?;
+
+    let cgroup_root = match config.supervisor.cgroups {
+        CgroupMode::Off => None,
+        CgroupMode::Auto => cgroup::find_root(&prefix),
+    };
+    let mechanism = match &cgroup_root {
+        Some(r) => format!("a cgroup per service under {}", r.display()),
+        None => "process groups, parent links and env markers (no writable cgroup v2)".to_string(),
+    };
+    logs.event(
+        None,
+        format!("leadmaster-supervisord {} (pid {me}) starting with {}; process trees tracked by {mechanism}", env!("CARGO_PKG_VERSION"), config.file.display()),
+    );
+
+    let socket_path = config.supervisor.socket.clone();
+    if let Some(parent) = socket_path.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| DaemonError::Socket {
+            path: socket_path.clone(),
+            source: e,
+        })?;
+    }
+    let _ = std::fs::remove_file(&socket_path);
+    let listener =
+        tokio::net::UnixListener::bind(&socket_path).map_err(|e| DaemonError::Socket {
+            path: socket_path.clone(),
+            source: e,
+        })?;
+    std::fs::set_permissions(&socket_path, std::fs::Permissions::from_mode(0o600)).map_err(
+        |e| DaemonError::Socket {
+            path: socket_path.clone(),
+            source: e,
+        },
+    )?;
+
+    let (tx, rx) = mpsc::unbounded_channel();
+    let systemd = Systemd::from_env();
+    let watchdog = systemd.watchdog_interval();
+    let interval = config.supervisor.resource_interval;
+    let actor = Actor::new(
+        config,
+        instance,
+        prefix.clone(),
+        logs.clone(),
+        tx.clone(),
+        cgroup_root.clone(),
+        systemd,
+    );
+
+    let server = tokio::spawn(crate::control::server::serve(
+        listener,
+        tx.clone(),
+        logs.clone(),
+    ));
+    let signals = spawn_signal_task(tx.clone())?;
+    let sampler = tokio::spawn(sampler_task(tx.clone(), prefix, interval));
+    let dog = watchdog.map(|every| tokio::spawn(watchdog_task(tx.clone(), every)));
+    drop(tx);
+
+    actor.run(rx).await;
+
+    server.abort();
+    signals.abort();
+    sampler.abort();
+    if let Some(d) = dog {
+        d.abort();
+    }
+    let _ = std::fs::remove_file(&socket_path);
+    if let Some(root) = cgroup_root {
+        cgroup::remove(&root);
+    }
+    drop(logs);
+    // Dropping every handle closes the channel; the writer flushes and ends.
+    let _ = tokio::task::spawn_blocking(move || log_thread.join()).await;
+    Ok(())
+}
+
+fn spawn_signal_task(
+    tx: mpsc::UnboundedSender<Msg>,
+) -> Result<tokio::task::JoinHandle<()>, DaemonError> {
+    let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
+    let mut hup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
+    let mut chld = signal(SignalKind::child()).map_err(DaemonError::Signals)?;
+    Ok(tokio::spawn(async move {
+        loop {
+            let msg = tokio::select! {
+                _ = term.recv() => Msg::Terminate,
+                _ = int.recv() => Msg::Terminate,
+                _ = hup.recv() => Msg::Reload,
+                _ = chld.recv() => Msg::ChildSignal,
+            };
+            if tx.send(msg).is_err() {
+                break;
+            }
+        }
+    }))
+}
+
+async fn sampler_task(tx: mpsc::UnboundedSender<Msg>, prefix: String, every: Duration) {
+    let mut sampler = Some(Sampler::new(prefix));
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let (rtx, rrx) = oneshot::channel();
+        if tx.send(Msg::SampleTargets(rtx)).is_err() {
+            return;
+        }
+        let Ok(targets) = rrx.await else { return };
+        let Some(mut s) = sampler.take() else { return };
+        let Ok((s, samples)) = tokio::task::spawn_blocking(move || {
+            let samples = s.sample(&targets);
+            (s, samples)
+        })
+        .await
+        else {
+            return;
+        };
+        sampler = Some(s);
+        if tx.send(Msg::Samples(samples)).is_err() {
+            return;
+        }
+    }
+}
+
+/// Pings systemd only while the actor answers: a wedged actor stops the pings and systemd
+/// restarts the daemon.
+async fn watchdog_task(tx: mpsc::UnboundedSender<Msg>, every: Duration) {
+    let systemd = Systemd::from_env();
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        let (rtx, rrx) = oneshot::channel();
+        if tx.send(Msg::Alive(rtx)).is_err() {
+            return;
+        }
+        if tokio::time::timeout(every, rrx)
+            .await
+            .is_ok_and(|r| r.is_ok())
+        {
+            systemd.watchdog();
+        }
+    }
+}

@@ -1,0 +1,130 @@
+//! Child output and daemon events → per-service files and the merged `supervisor.log`.
+//!
+//! Pumps (one per child pipe) frame lines and timestamp them; one writer thread owns every
+//! log file, rotates them and feeds followers. A full queue delays a pump briefly, then
+//! drops and counts (a slow disk must not stall children for long).
+
+pub mod pump;
+pub mod sink;
+pub mod tail;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::config::LogSettings;
+use crate::control::proto::LogsRequest;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Out,
+    Err,
+}
+
+impl Stream {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stream::Out => "out",
+            Stream::Err => "err",
+        }
+    }
+}
+
+/// The name daemon-wide events are filed under in the merged log.
+pub const DAEMON: &str = "supervisord";
+
+/// One formatted line as followers receive it.
+#[derive(Debug, Clone)]
+pub struct Followed {
+    pub service: Arc<str>,
+    /// "out", "err" or "event".
+    pub kind: &'static str,
+    pub line: Arc<str>,
+}
+
+pub enum LogMsg {
+    /// A framed child line, timestamp already taken.
+    Line {
+        service: Arc<str>,
+        stream: Stream,
+        ts: String,
+        text: String,
+        continued: bool,
+    },
+    /// Lines a pump could not queue in time.
+    Dropped {
+        service: Arc<str>,
+        stream: Stream,
+        count: u64,
+    },
+    /// A daemon event; `service` None for daemon-wide ones.
+    Event {
+        service: Option<String>,
+        ts: String,
+        text: String,
+    },
+    /// Last lines, plus a follower subscribed at the same instant (no gap, no duplicate).
+    Tail {
+        req: LogsRequest,
+        reply: oneshot::Sender<TailReply>,
+    },
+    /// Flush everything now (tests, shutdown).
+    Flush(oneshot::Sender<()>),
+}
+
+pub struct TailReply {
+    pub lines: Vec<String>,
+    pub follow: Option<broadcast::Receiver<Followed>>,
+}
+
+/// Cheap to clone; what pumps and the actor hold.
+#[derive(Clone)]
+pub struct LogHandle {
+    pub tx: mpsc::Sender<LogMsg>,
+    pub timestamp: Arc<str>,
+    pub max_line: usize,
+}
+
+impl LogHandle {
+    /// Starts the writer thread for `dir` (created if missing).
+    pub fn start(
+        dir: PathBuf,
+        settings: &LogSettings,
+    ) -> std::io::Result<(LogHandle, std::thread::JoinHandle<()>)> {
+        std::fs::create_dir_all(&dir)?;
+        let (tx, rx) = mpsc::channel(16 * 1024);
+        let mut writer = sink::Writer::new(dir, settings.clone())?;
+        let join = std::thread::Builder::new()
+            .name("log-writer".into())
+            .spawn(move || writer.run(rx))?;
+        Ok((
+            LogHandle {
+                tx,
+                timestamp: settings.timestamp.clone().into(),
+                max_line: settings.max_line,
+            },
+            join,
+        ))
+    }
+
+    pub fn now(&self) -> String {
+        chrono::Local::now().format(&self.timestamp).to_string()
+    }
+
+    /// Records a daemon event; never blocks the caller (the actor).
+    pub fn event(&self, service: Option<&str>, text: impl Into<String>) {
+        let _ = self.tx.try_send(LogMsg::Event {
+            service: service.map(str::to_string),
+            ts: self.now(),
+            text: text.into(),
+        });
+    }
+
+    pub async fn flush(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(LogMsg::Flush(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+}

@@ -1,0 +1,207 @@
+//! The writer thread: owns every log file, appends, rotates by size, feeds followers.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::sync::{broadcast, mpsc};
+
+use super::{tail, Followed, LogMsg, TailReply, DAEMON};
+use crate::config::LogSettings;
+
+/// One appended file with its size, rotated past `max_size`.
+struct LogFile {
+    path: PathBuf,
+    out: BufWriter<File>,
+    size: u64,
+}
+
+impl LogFile {
+    fn open(path: PathBuf) -> std::io::Result<LogFile> {
+        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+        Ok(LogFile {
+            path,
+            out: BufWriter::with_capacity(64 * 1024, file),
+            size,
+        })
+    }
+
+    fn write_line(&mut self, line: &str, settings: &LogSettings) -> std::io::Result<()> {
+        let len = line.len() as u64 + 1;
+        if self.size > 0 && self.size + len > settings.max_size {
+            self.rotate(settings.keep)?;
+        }
+        self.out.write_all(line.as_bytes())?;
+        self.out.write_all(b"\n")?;
+        self.size += len;
+        Ok(())
+    }
+
+    /// `x.log` → `x.log.1` → … → `x.log.KEEP`; the oldest falls off. Whole lines only:
+    /// rotation happens between two writes.
+    fn rotate(&mut self, keep: u32) -> std::io::Result<()> {
+        self.out.flush()?;
+        if keep == 0 {
+            let file = OpenOptions::new()
+                .create(true)
+                .write(true)
+                .truncate(true)
+                .open(&self.path)?;
+            drop(file);
+        } else {
+            for i in (1..keep).rev() {
+                let from = rotated(&self.path, i);
+                if from.exists() {
+                    std::fs::rename(&from, rotated(&self.path, i + 1))?;
+                }
+            }
+            std::fs::rename(&self.path, rotated(&self.path, 1))?;
+        }
+        *self = LogFile::open(self.path.clone())?;
+        Ok(())
+    }
+}
+
+pub fn rotated(path: &Path, i: u32) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(format!(".{i}"));
+    PathBuf::from(s)
+}
+
+pub struct Writer {
+    dir: PathBuf,
+    settings: LogSettings,
+    merged: LogFile,
+    files: HashMap<(Arc<str>, &'static str), LogFile>,
+    followers: broadcast::Sender<Followed>,
+    /// Write errors are counted, not fatal: the daemon must outlive a full disk.
+    errors: u64,
+}
+
+impl Writer {
+    pub fn new(dir: PathBuf, settings: LogSettings) -> std::io::Result<Writer> {
+        let merged = LogFile::open(dir.join("supervisor.log"))?;
+        let (followers, _) = broadcast::channel(4096);
+        Ok(Writer {
+            dir,
+            settings,
+            merged,
+            files: HashMap::new(),
+            followers,
+            errors: 0,
+        })
+    }
+
+    pub fn run(&mut self, mut rx: mpsc::Receiver<LogMsg>) {
+        while let Some(msg) = rx.blocking_recv() {
+            self.handle(msg);
+            // Drain what is queued, then flush once: few syscalls under load, fresh files when idle.
+            let mut batch = 0;
+            while batch < 4096 {
+                match rx.try_recv() {
+                    Ok(m) => self.handle(m),
+                    Err(_) => break,
+                }
+                batch += 1;
+            }
+            self.flush();
+        }
+        self.flush();
+    }
+
+    fn flush(&mut self) {
+        if self.merged.out.flush().is_err() {
+            self.errors += 1;
+        }
+        for f in self.files.values_mut() {
+            if f.out.flush().is_err() {
+                self.errors += 1;
+            }
+        }
+    }
+
+    fn handle(&mut self, msg: LogMsg) {
+        match msg {
+            LogMsg::Line {
+                service,
+                stream,
+                ts,
+                text,
+                continued,
+            } => {
+                let mark = if continued { "+" } else { "" };
+                let line = format!("{ts} {service}|{}{mark} {text}", stream.as_str());
+                self.write(Some(&service), stream.as_str(), line);
+            }
+            LogMsg::Dropped {
+                service,
+                stream,
+                count,
+            } => {
+                let ts = chrono::Local::now().format(&self.settings.timestamp);
+                let line = format!(
+                    "{ts} {service}|{} [supervisor] {count} lines dropped: the log queue was full",
+                    stream.as_str()
+                );
+                self.write(Some(&service), stream.as_str(), line);
+            }
+            LogMsg::Event { service, ts, text } => {
+                let name = service.as_deref().unwrap_or(DAEMON);
+                let line = format!("{ts} {name}|event {text}");
+                let arc: Arc<str> = name.into();
+                self.append_merged(&line);
+                let _ = self.followers.send(Followed {
+                    service: arc,
+                    kind: "event",
+                    line: line.into(),
+                });
+            }
+            LogMsg::Tail { req, reply } => {
+                self.flush();
+                let lines = tail::read_tail(&self.dir, &req, &self.settings.timestamp);
+                let follow = req.follow.then(|| self.followers.subscribe());
+                let _ = reply.send(TailReply { lines, follow });
+            }
+            LogMsg::Flush(done) => {
+                self.flush();
+                let _ = done.send(());
+            }
+        }
+    }
+
+    fn append_merged(&mut self, line: &str) {
+        if self.merged.write_line(line, &self.settings).is_err() {
+            self.errors += 1;
+        }
+    }
+
+    fn write(&mut self, service: Option<&Arc<str>>, kind: &'static str, line: String) {
+        if let Some(svc) = service {
+            let key = (svc.clone(), kind);
+            if !self.files.contains_key(&key) {
+                match LogFile::open(self.dir.join(format!("{svc}.{kind}.log"))) {
+                    Ok(f) => {
+                        self.files.insert(key.clone(), f);
+                    }
+                    Err(_) => self.errors += 1,
+                }
+            }
+            if let Some(f) = self.files.get_mut(&key) {
+                if f.write_line(&line, &self.settings).is_err() {
+                    self.errors += 1;
+                }
+            }
+        }
+        self.append_merged(&line);
+        if self.followers.receiver_count() > 0 {
+            let _ = self.followers.send(Followed {
+                service: service.cloned().unwrap_or_else(|| DAEMON.into()),
+                kind,
+                line: line.into(),
+            });
+        }
+    }
+}

@@ -1,0 +1,73 @@
+//! A cgroup v2 directory per service, where the daemon may create one: membership that
+//! `setsid` and re-parenting cannot escape, an atomic `cgroup.kill`, and a memory counter.
+
+use std::path::{Path, PathBuf};
+
+/// Candidate roots, strongest first: our own delegated cgroup (under systemd with
+/// `Delegate=yes`), then a writable unified hierarchy.
+pub fn find_root(instance_key: &str) -> Option<PathBuf> {
+    let mut candidates = Vec::new();
+    if let Ok(text) = std::fs::read_to_string("/proc/self/cgroup") {
+        for line in text.lines() {
+            if let Some(rel) = line.strip_prefix("0::") {
+                let base = Path::new("/sys/fs/cgroup").join(rel.trim_start_matches('/'));
+                if base.join("cgroup.kill").exists() {
+                    candidates.push(base.join(format!("lm-{instance_key}")));
+                }
+            }
+        }
+    }
+    candidates.push(PathBuf::from(format!(
+        "/sys/fs/cgroup/unified/leadmaster-{instance_key}"
+    )));
+    for c in candidates {
+        let Some(parent) = c.parent() else { continue };
+        if !parent.join("cgroup.procs").exists() {
+            continue;
+        }
+        if std::fs::create_dir_all(&c).is_ok()
+            && c.join("cgroup.procs").exists()
+            && c.join("cgroup.kill").exists()
+        {
+            return Some(c);
+        }
+    }
+    None
+}
+
+/// Creates (or reuses) the service's cgroup under `root`.
+pub fn service_dir(root: &Path, service: &str) -> Option<PathBuf> {
+    let dir = root.join(service);
+    std::fs::create_dir_all(&dir).ok()?;
+    dir.join("cgroup.procs").exists().then_some(dir)
+}
+
+pub fn procs(dir: &Path) -> Vec<i32> {
+    std::fs::read_to_string(dir.join("cgroup.procs"))
+        .map(|t| t.lines().filter_map(|l| l.trim().parse().ok()).collect())
+        .unwrap_or_default()
+}
+
+/// Kills every process of the cgroup at once.
+pub fn kill(dir: &Path) -> bool {
+    std::fs::write(dir.join("cgroup.kill"), "1").is_ok()
+}
+
+/// `memory.current` of the cgroup, when the memory controller is enabled there.
+pub fn memory_bytes(dir: &Path) -> Option<u64> {
+    std::fs::read_to_string(dir.join("memory.current"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+pub fn populated(dir: &Path) -> bool {
+    std::fs::read_to_string(dir.join("cgroup.events"))
+        .map(|t| t.lines().any(|l| l.trim() == "populated 1"))
+        .unwrap_or(false)
+}
+
+pub fn remove(dir: &Path) {
+    let _ = std::fs::remove_dir(dir);
+}

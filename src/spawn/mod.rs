@@ -1,0 +1,135 @@
+//! Starting children with exactly the declared environment, in their own session, and
+//! finding and killing their whole tree afterwards. Never kills by name: only pids and pgids
+//! it recorded, or processes carrying our markers.
+
+pub mod kill;
+pub mod reaper;
+pub mod tree;
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use crate::config::{EnvSource, EnvVar, ServiceSpec};
+
+/// Env markers every child gets, so escaped descendants can be found again.
+pub const MARKER_SERVICE: &str = "LM_SERVICE";
+pub const MARKER_INSTANCE: &str = "LM_SUPERVISOR";
+
+pub struct Spawned {
+    pub child: tokio::process::Child,
+    pub pid: i32,
+    /// The exact environment the process got, with sources, for `lmctl env`.
+    pub env: BTreeMap<String, EnvVar>,
+}
+
+/// What the supervisor adds to a spawn beyond the service's spec.
+pub struct SpawnExtras<'a> {
+    pub instance: &'a str,
+    pub notify_socket: Option<&'a Path>,
+    pub watchdog: Option<Duration>,
+    /// cgroup directory to enter before exec (its `cgroup.procs`).
+    pub cgroup: Option<&'a Path>,
+}
+
+/// Spawns the service's command. The child gets `env_clear()` plus the declared env plus our
+/// markers, a new session (so it is its own process group leader), default signal
+/// dispositions, stdin from /dev/null and piped stdout/stderr.
+pub fn spawn(spec: &ServiceSpec, extras: &SpawnExtras<'_>) -> Result<Spawned, String> {
+    let mut env = spec.env.clone();
+    let supervisor = |v: String| EnvVar {
+        value: v,
+        source: EnvSource::Supervisor,
+    };
+    env.insert(MARKER_SERVICE.into(), supervisor(spec.name.clone()));
+    env.insert(
+        MARKER_INSTANCE.into(),
+        supervisor(extras.instance.to_string()),
+    );
+    if let Some(sock) = extras.notify_socket {
+        env.insert(
+            "NOTIFY_SOCKET".into(),
+            supervisor(sock.display().to_string()),
+        );
+    }
+    if let Some(w) = extras.watchdog {
+        env.insert(
+            "WATCHDOG_USEC".into(),
+            supervisor(w.as_micros().to_string()),
+        );
+    }
+
+    if !spec.cwd.is_dir() {
+        return Err(format!(
+            "working directory {} does not exist: create it or fix `cwd` of service `{}`",
+            spec.cwd.display(),
+            spec.name
+        ));
+    }
+    let mut cmd = tokio::process::Command::new(&spec.command);
+    cmd.args(&spec.args)
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (k, &v.value)))
+        .current_dir(&spec.cwd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(false);
+    let cgroup_procs = extras.cgroup.map(|c| {
+        let mut p = c.join("cgroup.procs").into_os_string().into_encoded_bytes();
+        p.push(0);
+        p
+    });
+    // SAFETY: the closure runs between fork and exec and only makes async-signal-safe calls
+    // (setsid, sigprocmask, signal, open/write/close); it allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setsid() < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let mut empty: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut empty);
+            libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+            // Rust ignores SIGPIPE in its own binaries; an ignored signal stays ignored
+            // across exec, which would change how children die on a closed pipe.
+            for sig in [
+                libc::SIGPIPE,
+                libc::SIGINT,
+                libc::SIGTERM,
+                libc::SIGHUP,
+                libc::SIGQUIT,
+            ] {
+                libc::signal(sig, libc::SIG_DFL);
+            }
+            if let Some(path) = &cgroup_procs {
+                // Join the service's cgroup before exec, so nothing the child forks can be
+                // outside it. "0" means the calling process.
+                let fd = libc::open(path.as_ptr().cast(), libc::O_WRONLY | libc::O_CLOEXEC);
+                if fd >= 0 {
+                    libc::write(fd, b"0".as_ptr().cast(), 1);
+                    libc::close(fd);
+                }
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().map_err(|e| {
+        let hint = match e.kind() {
+            io::ErrorKind::NotFound => {
+                "check `command` (a bare name is looked up in the child's PATH)"
+            }
+            io::ErrorKind::PermissionDenied => {
+                "make the file executable (chmod +x) or fix `command`"
+            }
+            _ => "check `command` and `cwd`",
+        };
+        format!("cannot execute {:?}: {e}; {hint}", spec.command)
+    })?;
+    let pid = child
+        .id()
+        .map(|p| p as i32)
+        .ok_or("the child exited before its pid was known")?;
+    Ok(Spawned { child, pid, env })
+}

@@ -1,0 +1,9 @@
+//! Integration tests: the real daemon, real processes, real pids.
+#![allow(clippy::unwrap_used)]
+
+mod harness;
+
+mod config_errors;
+mod env_exact;
+mod lifecycle;
+mod tree;
