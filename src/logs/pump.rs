@@ -16,6 +16,61 @@ const QUEUE_WAIT: Duration = Duration::from_millis(250);
 /// Called with the number of lines dropped, when some were.
 pub type DropReport = Box<dyn Fn(u64) + Send + Sync>;
 
+/// Line framing, independent of I/O: bytes in, whole lines out. Lines longer than
+/// `max_line` are split (later pieces flagged `continued`); `\r\n` counts as `\n`.
+pub struct Framer {
+    buf: Vec<u8>,
+    max_line: usize,
+    continued: bool,
+}
+
+impl Framer {
+    pub fn new(max_line: usize) -> Framer {
+        Framer {
+            buf: Vec::with_capacity(16 * 1024),
+            max_line: max_line.max(256),
+            continued: false,
+        }
+    }
+
+    /// Feeds `data`; calls `emit(line, continued)` for every piece that is complete.
+    pub fn push(&mut self, data: &[u8], mut emit: impl FnMut(&[u8], bool)) {
+        self.buf.extend_from_slice(data);
+        let max = self.max_line;
+        let mut start = 0;
+        while let Some(pos) = self.buf[start..].iter().position(|b| *b == b'\n') {
+            let end = start + pos;
+            let line = &self.buf[start..end];
+            let mut piece = line.strip_suffix(b"\r").unwrap_or(line);
+            // A line longer than max_line is split even when its newline already arrived.
+            while piece.len() > max {
+                let cut = utf8_cut(piece, max);
+                emit(&piece[..cut], self.continued);
+                self.continued = true;
+                piece = &piece[cut..];
+            }
+            emit(piece, self.continued);
+            self.continued = false;
+            start = end + 1;
+        }
+        self.buf.drain(..start);
+        while self.buf.len() >= max {
+            let cut = utf8_cut(&self.buf, max);
+            emit(&self.buf[..cut], self.continued);
+            self.continued = true;
+            self.buf.drain(..cut);
+        }
+    }
+
+    /// End of stream: the partial last line, if any.
+    pub fn finish(&mut self, mut emit: impl FnMut(&[u8], bool)) {
+        if !self.buf.is_empty() {
+            emit(&self.buf, self.continued);
+            self.buf.clear();
+        }
+    }
+}
+
 pub async fn pump<R: AsyncRead + Unpin>(
     mut reader: R,
     service: Arc<str>,
@@ -23,10 +78,8 @@ pub async fn pump<R: AsyncRead + Unpin>(
     logs: LogHandle,
     on_drop: DropReport,
 ) {
-    let max_line = logs.max_line.max(256);
-    let mut buf: Vec<u8> = Vec::with_capacity(16 * 1024);
+    let mut framer = Framer::new(logs.max_line);
     let mut chunk = vec![0u8; 64 * 1024];
-    let mut continued = false;
     let mut out = Sender {
         logs: &logs,
         service: &service,
@@ -34,40 +87,22 @@ pub async fn pump<R: AsyncRead + Unpin>(
         dropped: 0,
         on_drop: &on_drop,
     };
+    let mut lines: Vec<(String, bool)> = Vec::new();
     loop {
         let n = match reader.read(&mut chunk).await {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
-        buf.extend_from_slice(&chunk[..n]);
-        let mut start = 0;
-        while let Some(pos) = buf[start..].iter().position(|b| *b == b'\n') {
-            let end = start + pos;
-            let line = buf[start..end]
-                .strip_suffix(b"\r")
-                .unwrap_or(&buf[start..end]);
-            // A line longer than max_line is split even when its newline already arrived.
-            let mut piece = line;
-            while piece.len() > max_line {
-                let cut = utf8_cut(piece, max_line);
-                out.send(&piece[..cut], continued).await;
-                continued = true;
-                piece = &piece[cut..];
-            }
-            out.send(piece, continued).await;
-            continued = false;
-            start = end + 1;
-        }
-        buf.drain(..start);
-        while buf.len() >= max_line {
-            let cut = utf8_cut(&buf, max_line);
-            out.send(&buf[..cut], continued).await;
-            continued = true;
-            buf.drain(..cut);
+        framer.push(&chunk[..n], |l, c| {
+            lines.push((String::from_utf8_lossy(l).into_owned(), c))
+        });
+        for (text, continued) in lines.drain(..) {
+            out.send(text, continued).await;
         }
     }
-    if !buf.is_empty() {
-        out.send(&buf, continued).await;
+    framer.finish(|l, c| lines.push((String::from_utf8_lossy(l).into_owned(), c)));
+    for (text, continued) in lines.drain(..) {
+        out.send(text, continued).await;
     }
     out.report_drops().await;
 }
@@ -90,7 +125,7 @@ struct Sender<'a> {
 }
 
 impl Sender<'_> {
-    async fn send(&mut self, bytes: &[u8], continued: bool) {
+    async fn send(&mut self, text: String, continued: bool) {
         if self.dropped > 0 {
             self.report_drops().await;
         }
@@ -98,7 +133,7 @@ impl Sender<'_> {
             service: self.service.clone(),
             stream: self.stream,
             ts: self.logs.now(),
-            text: String::from_utf8_lossy(bytes).into_owned(),
+            text,
             continued,
         };
         match self.logs.tx.send_timeout(msg, QUEUE_WAIT).await {
@@ -127,6 +162,47 @@ impl Sender<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn frame(chunks: &[&[u8]], max: usize) -> Vec<(String, bool)> {
+        let mut f = Framer::new(max);
+        let mut out = Vec::new();
+        for c in chunks {
+            f.push(c, |l, cont| {
+                out.push((String::from_utf8_lossy(l).into_owned(), cont))
+            });
+        }
+        f.finish(|l, cont| out.push((String::from_utf8_lossy(l).into_owned(), cont)));
+        out
+    }
+
+    #[test]
+    fn frames_lines_across_chunks() {
+        let got = frame(&[b"ab", b"c\r\nd", b"\n\npartial"], 256);
+        let want = vec![
+            ("abc".into(), false),
+            ("d".into(), false),
+            ("".into(), false),
+            ("partial".into(), false),
+        ];
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn splits_overlong_lines_and_marks_continuations() {
+        let long = "y".repeat(600);
+        let got = frame(&[long.as_bytes(), b"\nnext\n"], 256);
+        let lens: Vec<(usize, bool)> = got.iter().map(|(l, c)| (l.len(), *c)).collect();
+        assert_eq!(
+            lens,
+            vec![(256, false), (256, true), (88, true), (4, false)]
+        );
+    }
+
+    #[test]
+    fn keeps_invalid_utf8_lossily() {
+        let got = frame(&[b"ok \xff\xfe end\n"], 256);
+        assert_eq!(got[0].0, "ok \u{fffd}\u{fffd} end");
+    }
 
     #[test]
     fn cuts_on_char_boundaries() {

@@ -14,7 +14,9 @@ fn config(mode: &str, services: &str) -> String {
 fn zombies_of(pid: i32) -> Vec<i32> {
     let mut out = Vec::new();
     for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(p) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+        let Some(p) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
         if let Some(proc_) = lmsup::spawn::tree::read_proc(p) {
             if proc_.ppid == pid && proc_.is_zombie() {
                 out.push(p);
@@ -27,19 +29,32 @@ fn zombies_of(pid: i32) -> Vec<i32> {
 #[test]
 fn memory_counts_an_escaped_grandchild_and_stop_kills_it() {
     for mode in MODES {
-        let d = Daemon::start(&config(mode, "[services.t]\ncommand = \"{helper}\"\nargs = [\"tree\", \"120\"]\n"));
-        wait_until("3 printed pids", Duration::from_secs(10), || d.printed_pids("t").len() >= 3);
-        let pids: Vec<i32> = d.printed_pids("t").into_iter().map(|(_, p)| p).collect();
-        wait_until(&format!("[{mode}] memory over 120 MiB and 3 processes"), Duration::from_secs(10), || {
-            let s = d.svc("t");
-            s["memory_bytes"].as_u64().unwrap_or(0) >= 120 << 20 && s["processes"].as_u64().unwrap_or(0) >= 3
+        let d = Daemon::start(&config(
+            mode,
+            "[services.t]\ncommand = \"{helper}\"\nargs = [\"tree\", \"120\"]\n",
+        ));
+        wait_until("3 printed pids", Duration::from_secs(10), || {
+            d.printed_pids("t").len() >= 3
         });
+        let pids: Vec<i32> = d.printed_pids("t").into_iter().map(|(_, p)| p).collect();
+        wait_until(
+            &format!("[{mode}] memory over 120 MiB and 3 processes"),
+            Duration::from_secs(10),
+            || {
+                let s = d.svc("t");
+                s["memory_bytes"].as_u64().unwrap_or(0) >= 120 << 20
+                    && s["processes"].as_u64().unwrap_or(0) >= 3
+            },
+        );
         let s = d.svc("t");
         if mode == "off" {
             assert_eq!(s["tree"], "group+markers");
         }
         let show = d.ok(&["show", "t"]);
-        assert!(show.contains(&format!("{}", pids[pids.len() - 1])) || show.contains("tree"), "{show}");
+        assert!(
+            show.contains(&format!("{}", pids[pids.len() - 1])) || show.contains("tree"),
+            "{show}"
+        );
         d.ok(&["stop", "t"]);
         d.wait_state("t", "stopped", Duration::from_secs(10));
         let left: Vec<i32> = pids.iter().copied().filter(|p| alive(*p)).collect();
@@ -56,11 +71,16 @@ fn a_grandchild_growing_past_max_memory_restarts_the_service() {
         ));
         d.wait_state("g", "running", Duration::from_secs(10));
         let first = d.pid("g").unwrap();
-        wait_until(&format!("[{mode}] a memory restart"), Duration::from_secs(20), || {
-            d.pid("g").is_some_and(|p| p != first)
-        });
+        wait_until(
+            &format!("[{mode}] a memory restart"),
+            Duration::from_secs(20),
+            || d.pid("g").is_some_and(|p| p != first),
+        );
         let events = d.events("g").join("\n");
-        assert!(events.contains("over max_memory 150.0 MiB"), "[{mode}] {events}");
+        assert!(
+            events.contains("over max_memory 150.0 MiB"),
+            "[{mode}] {events}"
+        );
         assert!(events.contains("biggest:"), "{events}");
         assert!(!alive(first));
         let err = d.svc("g")["last_error"].as_str().unwrap_or("").to_string();
@@ -71,19 +91,34 @@ fn a_grandchild_growing_past_max_memory_restarts_the_service() {
 #[test]
 fn leftovers_of_a_crashed_daemon_are_reaped_before_services_start_again() {
     for mode in MODES {
-        let mut d = Daemon::start(&config(mode, "[services.t]\ncommand = \"{helper}\"\nargs = [\"tree\", \"5\"]\n"));
-        wait_until("3 printed pids", Duration::from_secs(10), || d.printed_pids("t").len() >= 3);
+        let mut d = Daemon::start(&config(
+            mode,
+            "[services.t]\ncommand = \"{helper}\"\nargs = [\"tree\", \"5\"]\n",
+        ));
+        wait_until("3 printed pids", Duration::from_secs(10), || {
+            d.printed_pids("t").len() >= 3
+        });
         let old: Vec<i32> = d.printed_pids("t").into_iter().map(|(_, p)| p).collect();
         d.crash();
-        assert!(old.iter().all(|p| alive(*p)), "the tree survives a daemon SIGKILL");
+        assert!(
+            old.iter().all(|p| alive(*p)),
+            "the tree survives a daemon SIGKILL"
+        );
         d.spawn();
-        wait_until("new tree", Duration::from_secs(10), || d.printed_pids("t").len() >= 6);
+        wait_until("new tree", Duration::from_secs(10), || {
+            d.printed_pids("t").len() >= 6
+        });
         let left: Vec<i32> = old.iter().copied().filter(|p| alive(*p)).collect();
         assert!(left.is_empty(), "[{mode}] old tree still alive: {left:?}");
         let reaped = d.events("t").join("\n");
-        assert!(reaped.contains("left by an earlier daemon"), "[{mode}] {reaped}");
+        assert!(
+            reaped.contains("left by an earlier daemon"),
+            "[{mode}] {reaped}"
+        );
         // No duplicates: exactly one tree (3 processes) carries our markers.
-        wait_until("one tree", Duration::from_secs(5), || marked_pids(&d.state_dir).len() == 3);
+        wait_until("one tree", Duration::from_secs(5), || {
+            marked_pids(&d.state_dir).len() == 3
+        });
     }
 }
 
@@ -95,12 +130,22 @@ fn no_zombies_accumulate_over_200_spawn_exit_cycles() {
             "[services.churn]\ncommand = \"{helper}\"\nargs = [\"escape\", \"5\"]\nbackoff = { initial = \"0s\" }\nmin_uptime = \"0s\"\nstop_timeout = \"200ms\"\n",
         ));
         let daemon = d.daemon_pid();
-        wait_until(&format!("[{mode}] 200 restarts"), Duration::from_secs(120), || {
-            d.svc("churn")["restarts"].as_u64().unwrap_or(0) >= 200
-        });
+        wait_until(
+            &format!("[{mode}] 200 restarts"),
+            Duration::from_secs(120),
+            || d.svc("churn")["restarts"].as_u64().unwrap_or(0) >= 200,
+        );
         d.ok(&["stop", "churn"]);
         d.wait_state("churn", "stopped", Duration::from_secs(10));
-        wait_until("no zombies under the daemon", Duration::from_secs(5), || zombies_of(daemon).is_empty());
-        assert!(marked_pids(&d.state_dir).is_empty(), "[{mode}] escaped processes left: {:?}", marked_pids(&d.state_dir));
+        wait_until(
+            "no zombies under the daemon",
+            Duration::from_secs(5),
+            || zombies_of(daemon).is_empty(),
+        );
+        assert!(
+            marked_pids(&d.state_dir).is_empty(),
+            "[{mode}] escaped processes left: {:?}",
+            marked_pids(&d.state_dir)
+        );
     }
 }
