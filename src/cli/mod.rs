@@ -3,6 +3,7 @@
 
 mod launch;
 mod render;
+pub mod startup;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -67,6 +68,11 @@ pub enum Verb {
     Shutdown,
     /// Is a daemon running on this config's socket?
     Ping(JsonFlag),
+    /// Print the systemd unit for this config (`--install` writes it to /etc/systemd/system).
+    Startup {
+        #[arg(long)]
+        install: bool,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -134,6 +140,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Verb::Signal { signal, service } => simple(&ctx, Request::Signal { service, signal }),
         Verb::Shutdown => shutdown(&ctx),
         Verb::Ping(f) => ping(&ctx, f.json),
+        Verb::Startup { install } => startup_unit(&ctx, install),
     }
 }
 
@@ -495,4 +502,26 @@ fn shutdown(ctx: &Ctx) -> anyhow::Result<Outcome> {
         }
         Err(e) => Err(e.into()),
     }
+}
+
+fn startup_unit(ctx: &Ctx, install: bool) -> anyhow::Result<Outcome> {
+    let config = ctx.config.canonicalize().map_err(|e| {
+        anyhow::anyhow!(
+            "cannot find {} ({e}); pass the config with --config",
+            ctx.config.display()
+        )
+    })?;
+    let exe = std::env::current_exe()?;
+    let bin_dir = exe.parent().unwrap_or(Path::new("/usr/local/bin"));
+    let workdir = config.parent().unwrap_or(Path::new("/"));
+    let text = startup::unit(bin_dir, &config, workdir);
+    if !install {
+        print!("{text}");
+        return Ok(Outcome::Ok);
+    }
+    let path = Path::new("/etc/systemd/system").join(startup::UNIT_NAME);
+    std::fs::write(&path, text)
+        .map_err(|e| anyhow::anyhow!("cannot write {} ({e}); run as root", path.display()))?;
+    println!("wrote {}; now run: systemctl daemon-reload && systemctl enable --now leadmaster-supervisord", path.display());
+    Ok(Outcome::Ok)
 }

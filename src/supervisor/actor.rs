@@ -609,6 +609,13 @@ impl Actor {
                             ),
                         );
                         self.arm_timer(name, r.timeout);
+                        if !self.ready_sent {
+                            // Keep systemd's start timeout from firing while this service is
+                            // still inside its own ready timeout.
+                            let extend = (r.timeout + Duration::from_secs(5)).as_micros();
+                            self.systemd
+                                .extend_timeout(extend.min(u128::from(u32::MAX)) as u32);
+                        }
                     }
                     None => {
                         s.state = State::Running(run);

@@ -301,3 +301,16 @@ impl Drop for Daemon {
         ));
     }
 }
+
+/// A free loopback port (bound then released; the test's service binds it next).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Index of the first line of the merged log containing `needle`.
+pub fn line_of(log: &str, needle: &str) -> Option<usize> {
+    log.lines().position(|l| l.contains(needle))
+}

@@ -6,4 +6,6 @@ mod harness;
 mod config_errors;
 mod env_exact;
 mod lifecycle;
+mod readiness;
+mod systemd_unit;
 mod tree;
