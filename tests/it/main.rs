@@ -6,6 +6,7 @@ mod harness;
 mod config_errors;
 mod env_exact;
 mod lifecycle;
+mod logs;
 mod readiness;
 mod systemd_unit;
 mod tree;
