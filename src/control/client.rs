@@ -56,17 +56,26 @@ pub fn stream(
     })
     .map_err(|e| ClientError::Protocol(e.to_string()))?;
     line.push(b'\n');
-    conn.write_all(&line).map_err(io)?;
+    // A daemon that refuses us answers and closes before reading: read its answer anyway.
+    let write_err = conn.write_all(&line).err();
     let reader = BufReader::new(conn);
+    let mut answered = false;
     for l in reader.lines() {
-        let l = l.map_err(io)?;
+        let l = match l {
+            Ok(l) => l,
+            Err(e) => return Err(io(write_err.unwrap_or(e))),
+        };
+        answered = true;
         let resp: Response =
             serde_json::from_str(&l).map_err(|e| ClientError::Protocol(e.to_string()))?;
         if !each(resp) {
             break;
         }
     }
-    Ok(())
+    match write_err {
+        Some(e) if !answered => Err(io(e)),
+        _ => Ok(()),
+    }
 }
 
 /// One request, one response.

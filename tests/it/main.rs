@@ -3,7 +3,9 @@
 
 mod harness;
 
+mod chromium;
 mod config_errors;
+mod control;
 mod env_exact;
 mod lifecycle;
 mod logs;
