@@ -13,6 +13,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod logs;
+pub mod pm2;
 pub mod probe;
 pub mod resources;
 pub mod spawn;

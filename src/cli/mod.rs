@@ -68,6 +68,9 @@ pub enum Verb {
     Shutdown,
     /// Is a daemon running on this config's socket?
     Ping(JsonFlag),
+    /// Convert a PM2 ecosystem file (.json, or .js/.cjs evaluated with node) to
+    /// supervisor.toml on stdout; a warning on stderr for each option with no meaning here.
+    ImportPm2 { file: PathBuf },
     /// Print the systemd unit for this config (`--install` writes it to /etc/systemd/system).
     Startup {
         #[arg(long)]
@@ -141,6 +144,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Verb::Shutdown => shutdown(&ctx),
         Verb::Ping(f) => ping(&ctx, f.json),
         Verb::Startup { install } => startup_unit(&ctx, install),
+        Verb::ImportPm2 { file } => import_pm2(&file),
     }
 }
 
@@ -523,5 +527,16 @@ fn startup_unit(ctx: &Ctx, install: bool) -> anyhow::Result<Outcome> {
     std::fs::write(&path, text)
         .map_err(|e| anyhow::anyhow!("cannot write {} ({e}); run as root", path.display()))?;
     println!("wrote {}; now run: systemctl daemon-reload && systemctl enable --now leadmaster-supervisord", path.display());
+    Ok(Outcome::Ok)
+}
+
+fn import_pm2(file: &Path) -> anyhow::Result<Outcome> {
+    let eco = crate::pm2::load(file)?;
+    let name = file.display().to_string();
+    let (toml, warnings) = crate::pm2::convert(&eco, &name)?;
+    for w in &warnings {
+        eprintln!("warning: {w}");
+    }
+    print!("{toml}");
     Ok(Outcome::Ok)
 }

@@ -7,6 +7,7 @@ mod chromium;
 mod config_errors;
 mod control;
 mod env_exact;
+mod import_pm2;
 mod lifecycle;
 mod logs;
 mod readiness;
