@@ -310,6 +310,17 @@ impl Actor {
                     tracing::debug!("reaped adopted orphan {pid} ({comm})");
                 }
             }
+            Msg::Terminate if self.shutting_down => {
+                // A second SIGTERM/SIGINT: the operator will not wait for stop timeouts.
+                self.event(
+                    None,
+                    "second stop signal: SIGKILL to every remaining process tree".into(),
+                );
+                let names: Vec<String> = self.services.keys().cloned().collect();
+                for name in names {
+                    self.kill_tree(&name);
+                }
+            }
             Msg::Terminate => self.begin_shutdown("signal"),
             Msg::Reload => {
                 let resp = self.reload();

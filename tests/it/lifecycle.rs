@@ -265,3 +265,25 @@ fn stop_start_and_status_table() {
     assert_eq!(bad.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("no service named `nope`"));
 }
+
+#[test]
+fn a_second_sigterm_escalates_to_sigkill() {
+    let mut d = Daemon::start("[services.stubborn]\ncommand = \"{helper}\"\nargs = [\"ignore-term\"]\nstop_timeout = \"60s\"\n");
+    wait_until("stubborn up", Duration::from_secs(10), || {
+        !d.printed_pids("stubborn").is_empty()
+    });
+    let pid = d.pid("stubborn").unwrap();
+    let daemon = Pid::from_raw(d.daemon_pid());
+    let _ = kill(daemon, Signal::SIGTERM);
+    wait_until("stopping", Duration::from_secs(5), || {
+        d.merged_log().contains("stubborn|event sent SIGTERM")
+    });
+    let t0 = Instant::now();
+    let _ = kill(daemon, Signal::SIGTERM);
+    assert_eq!(d.terminate(Duration::from_secs(10)), Some(0));
+    assert!(
+        t0.elapsed() < Duration::from_secs(5),
+        "the second signal did not cut the 60s stop_timeout short"
+    );
+    assert!(!alive(pid));
+}
