@@ -1,0 +1,158 @@
+#!/usr/bin/env python3
+"""Core latencies of leadmaster-supervisord, measured on real processes (release build).
+
+1. restart latency: SIGKILL of a service's main pid -> a new main pid alive (backoff 0s);
+2. ready -> dependent spawn: the dependency's READY=1 handled -> the dependent spawned,
+   both timestamps taken by the daemon (microsecond log timestamps);
+3. daemon idle RSS and CPU seconds over IDLE_SECS with 50 `sleep` services.
+
+Usage: benches/core.py [--idle-secs 60]   (cargo build --release first)
+Cleans up everything it started: the daemon (SIGTERM, then SIGKILL) and, through it, its
+services.
+"""
+import json, os, signal, statistics, subprocess, sys, tempfile, time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.join(ROOT, "target", "release")
+DAEMON, LMCTL = os.path.join(BIN, "leadmaster-supervisord"), os.path.join(BIN, "lmctl")
+HELPER = os.path.join(BIN, "lm-test-helper")
+IDLE = int(sys.argv[sys.argv.index("--idle-secs") + 1]) if "--idle-secs" in sys.argv else 60
+
+
+class Daemon:
+    def __init__(self, body):
+        self.dir = tempfile.mkdtemp(prefix="lm-bench-")
+        self.cfg = os.path.join(self.dir, "supervisor.toml")
+        with open(self.cfg, "w") as f:
+            f.write('[supervisor]\nstate_dir = "var"\n\n[logs]\ntimestamp = "%Y-%m-%dT%H:%M:%S%.6f%:z"\n\n' + body)
+        self.proc = subprocess.Popen([DAEMON, "--config", self.cfg], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 20
+        while subprocess.run([LMCTL, "--config", self.cfg, "ping"], capture_output=True).returncode != 0:
+            if time.time() > deadline:
+                raise SystemExit("daemon did not answer")
+            time.sleep(0.05)
+
+    def ctl(self, *args):
+        return subprocess.run([LMCTL, "--config", self.cfg, *args], capture_output=True, text=True)
+
+    def status(self):
+        return {s["name"]: s for s in json.loads(self.ctl("status", "--json").stdout)}
+
+    def children(self):
+        pid = self.proc.pid
+        out = set()
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                out |= {int(x) for x in f.read().split()}
+        return out
+
+    def close(self):
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in "ZX"
+    except OSError:
+        return False
+
+
+def wait_for(cond, timeout=10):
+    deadline = time.time() + timeout
+    while not cond():
+        if time.time() > deadline:
+            raise SystemExit("timed out")
+        time.sleep(0.0005)
+
+
+def pct(xs, p):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
+
+
+def fmt(xs):
+    return f"min {min(xs):.2f} / median {statistics.median(xs):.2f} / p90 {pct(xs, 90):.2f} / max {max(xs):.2f} ms (n={len(xs)})"
+
+
+def restart_latency():
+    d = Daemon(f'[services.s]\ncommand = "{HELPER}"\nargs = ["sleep"]\nbackoff = {{ initial = "0s" }}\nmin_uptime = "0s"\n')
+    try:
+        wait_for(lambda: d.status()["s"]["state"] == "running")
+        times = []
+        for _ in range(20):
+            old = d.status()["s"]["pid"]
+            before = d.children()
+            t0 = time.perf_counter()
+            os.kill(old, signal.SIGKILL)
+            wait_for(lambda: any(alive(p) for p in d.children() - before - {old}))
+            times.append((time.perf_counter() - t0) * 1000)
+            wait_for(lambda: d.status()["s"]["state"] == "running")
+        return times
+    finally:
+        d.close()
+
+
+def ts(line):
+    from datetime import datetime
+    return datetime.fromisoformat(line.split(" ", 1)[0]).timestamp()
+
+
+def ready_to_spawn():
+    d = Daemon(
+        f'[services.a]\ncommand = "{HELPER}"\nargs = ["notify", "50"]\nready = {{ notify = true, timeout = "5s" }}\n\n'
+        f'[services.b]\ncommand = "{HELPER}"\nargs = ["sleep"]\ndepends_on = {{ a = "ready" }}\n'
+    )
+    log = os.path.join(d.dir, "var", "logs", "supervisor.log")
+    try:
+        delays = []
+        for i in range(21):
+            wait_for(lambda: d.status()["b"]["state"] == "running")
+            if i > 0:
+                lines = open(log).read().splitlines()
+                ready = [l for l in lines if " a|event ready after" in l][-1]
+                spawn = [l for l in lines if " b|event spawned pid" in l][-1]
+                delays.append((ts(spawn) - ts(ready)) * 1000)
+            d.ctl("stop", "b", "a")
+            wait_for(lambda: all(s["state"] == "stopped" for s in d.status().values()))
+            d.ctl("start", "b", "--no-wait")
+        return delays
+    finally:
+        d.close()
+
+
+def idle_usage(n, secs):
+    body = "".join(f'[services.s{i}]\ncommand = "sleep"\nargs = ["100000"]\n\n' for i in range(n))
+    d = Daemon(body)
+    try:
+        wait_for(lambda: sum(s["state"] == "running" for s in d.status().values()) == n, 30)
+        time.sleep(2)
+        hz = os.sysconf("SC_CLK_TCK")
+
+        def cpu():
+            f = open(f"/proc/{d.proc.pid}/stat").read().rsplit(")", 1)[1].split()
+            return (int(f[11]) + int(f[12])) / hz
+
+        c0 = cpu()
+        time.sleep(secs)
+        c1 = cpu()
+        rss = [l for l in open(f"/proc/{d.proc.pid}/status") if l.startswith("VmRSS")][0].split()[1]
+        return int(rss), c1 - c0
+    finally:
+        d.close()
+
+
+if __name__ == "__main__":
+    for b in (DAEMON, LMCTL, HELPER):
+        if not os.path.exists(b):
+            raise SystemExit(f"{b} is missing: run `cargo build --release` first")
+    print(f"machine: {os.cpu_count()} cores, {os.uname().release}")
+    print("restart latency (SIGKILL -> new pid alive, backoff 0s):", fmt(restart_latency()))
+    print("ready -> dependent spawned:", fmt(ready_to_spawn()))
+    rss, cpu = idle_usage(50, IDLE)
+    print(f"idle with 50 services over {IDLE}s: daemon RSS {rss} KiB, CPU {cpu:.2f} s ({cpu / IDLE * 100:.3f}%)")
