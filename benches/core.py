@@ -20,11 +20,11 @@ IDLE = int(sys.argv[sys.argv.index("--idle-secs") + 1]) if "--idle-secs" in sys.
 
 
 class Daemon:
-    def __init__(self, body):
+    def __init__(self, body, logs=""):
         self.dir = tempfile.mkdtemp(prefix="lm-bench-")
         self.cfg = os.path.join(self.dir, "supervisor.toml")
         with open(self.cfg, "w") as f:
-            f.write('[supervisor]\nstate_dir = "var"\n\n[logs]\ntimestamp = "%Y-%m-%dT%H:%M:%S%.6f%:z"\n\n' + body)
+            f.write('[supervisor]\nstate_dir = "var"\n\n[logs]\ntimestamp = "%Y-%m-%dT%H:%M:%S%.6f%:z"\n' + logs + "\n" + body)
         self.proc = subprocess.Popen([DAEMON, "--config", self.cfg], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.time() + 20
         while subprocess.run([LMCTL, "--config", self.cfg, "ping"], capture_output=True).returncode != 0:
@@ -147,12 +147,52 @@ def idle_usage(n, secs):
         d.close()
 
 
+def log_pipeline(n=200_000):
+    d = Daemon(
+        f'[services.flood]\ncommand = "{HELPER}"\nargs = ["flood", "{n}"]\nrestart = "never"\nautostart = false\n',
+        logs='max_size = "1GiB"\n',
+    )
+    out = os.path.join(d.dir, "var", "logs", "flood.out.log")
+    err = os.path.join(d.dir, "var", "logs", "flood.err.log")
+    try:
+        t0 = time.perf_counter()
+        d.ctl("start", "flood", "--no-wait")
+        last = f"line {n - 1:08} "
+        def done():
+            try:
+                with open(out, "rb") as f:
+                    f.seek(max(0, os.path.getsize(out) - 400))
+                    return last.encode() in f.read()
+            except OSError:
+                return False
+        wait_for(done, 120)
+        t1 = time.perf_counter()
+        wait_for(lambda: os.path.exists(err) and "FLOOD" in open(err).read(), 10)
+        flood = [l for l in open(err).read().splitlines() if "FLOOD" in l][0].split("FLOOD ", 1)[1]
+        stats = dict(kv.split("=") for kv in flood.split())
+        seqs = [l.split("|out line ", 1)[1][:8] for l in open(out) if "|out line " in l]
+        missing = n - len(set(seqs))
+        return n / (t1 - t0), stats, missing, len(seqs) - len(set(seqs)), d.status()["flood"]["log_dropped"]
+    finally:
+        d.close()
+
+
 if __name__ == "__main__":
     for b in (DAEMON, LMCTL, HELPER):
         if not os.path.exists(b):
             raise SystemExit(f"{b} is missing: run `cargo build --release` first")
     print(f"machine: {os.cpu_count()} cores, {os.uname().release}")
+    if "--only-logs" in sys.argv:
+        print(log_pipeline())
+        raise SystemExit(0)
     print("restart latency (SIGKILL -> new pid alive, backoff 0s):", fmt(restart_latency()))
     print("ready -> dependent spawned:", fmt(ready_to_spawn()))
+    rate, stats, missing, dup, dropped = log_pipeline()
+    blocked_per_s = float(stats["blocked_ms"]) / (float(stats["elapsed_ms"]) / 1000)
+    print(
+        f"log pipeline: 200000 lines of ~100 B on disk at {rate:,.0f} lines/s; child wrote them in "
+        f"{stats['elapsed_ms']} ms, blocked on the pipe {stats['blocked_ms']} ms ({blocked_per_s:.0f} ms per second), "
+        f"longest write {stats['max_write_ms']} ms; missing {missing}, duplicated {dup}, dropped {dropped}"
+    )
     rss, cpu = idle_usage(50, IDLE)
     print(f"idle with 50 services over {IDLE}s: daemon RSS {rss} KiB, CPU {cpu:.2f} s ({cpu / IDLE * 100:.3f}%)")

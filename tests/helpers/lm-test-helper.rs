@@ -211,6 +211,32 @@ fn main() {
             }
             sleep_forever();
         }
+        // Writes N lines of ~100 bytes, one write(2) each like a plain logger, as fast as it
+        // can; reports on stderr how long it was blocked on the pipe, then exits.
+        "flood" => {
+            let n = num(2, 200_000);
+            let mut out = std::io::stdout().lock();
+            let start = std::time::Instant::now();
+            let (mut blocked, mut worst) = (Duration::ZERO, Duration::ZERO);
+            for i in 0..n {
+                let line = format!("line {i:08} {}\n", "x".repeat(80));
+                let t = std::time::Instant::now();
+                let _ = out.write_all(line.as_bytes());
+                let dt = t.elapsed();
+                // A write that took over 50 µs waited for room in the pipe.
+                if dt > Duration::from_micros(50) {
+                    blocked += dt;
+                }
+                worst = worst.max(dt);
+            }
+            let elapsed = start.elapsed();
+            eprintln!(
+                "FLOOD lines={n} elapsed_ms={:.1} blocked_ms={:.1} max_write_ms={:.2}",
+                elapsed.as_secs_f64() * 1e3,
+                blocked.as_secs_f64() * 1e3,
+                worst.as_secs_f64() * 1e3
+            );
+        }
         other => {
             eprintln!("lm-test-helper: unknown mode {other:?}");
             std::process::exit(2);
