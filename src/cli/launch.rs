@@ -49,13 +49,19 @@ pub fn ensure_daemon(config: &Path, socket: &Path) -> anyhow::Result<()> {
         .open(&out_path)?;
     let err = out.try_clone()?;
     let bin = daemon_binary();
-    let mut child = Command::new(&bin)
-        .arg("--config")
-        .arg(config)
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err)
-        .process_group(0)
+    let mut cmd = Command::new(&bin);
+    cmd.arg("--config").arg(config).stdin(Stdio::null()).stdout(out).stderr(err);
+    // SAFETY: setsid is async-signal-safe; the daemon gets its own session, so closing this
+    // terminal (SIGHUP to its session) does not reach it.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd
         .spawn()
         .map_err(|e| {
             anyhow::anyhow!(
