@@ -1402,6 +1402,7 @@ impl Actor {
                             lines.push(format!("{n}: starting"));
                         }
                     }
+                    lines.extend(self.stale_config_warnings());
                     Response::Done { lines }
                 }
             },
@@ -1488,6 +1489,40 @@ impl Actor {
                 Response::error("BAD_REQUEST", "shutdown is handled by the actor loop")
             }
         }
+    }
+
+    /// `restart` keeps the running config (seed 004 §5.3: `pm2 restart` silently kept the old
+    /// env). Say so when the file on disk (or an env file) now says something else.
+    fn stale_config_warnings(&self) -> Vec<String> {
+        let Ok(disk) = config::load(&self.config.file) else {
+            return vec![format!(
+                "warning: {} no longer validates; the running config was used (see `lmctl check`)",
+                self.config.file.display()
+            )];
+        };
+        let changed: Vec<&str> = self
+            .services
+            .iter()
+            .filter(|(n, s)| {
+                disk.services
+                    .get(*n)
+                    .is_none_or(|d| d.process_differs(&s.spec))
+            })
+            .map(|(n, _)| n.as_str())
+            .chain(
+                disk.services
+                    .keys()
+                    .filter(|n| !self.services.contains_key(*n))
+                    .map(String::as_str),
+            )
+            .collect();
+        if changed.is_empty() {
+            return Vec::new();
+        }
+        vec![format!(
+            "warning: the config on disk differs from the running one for {}; restart keeps the running config: run `lmctl reload` to apply the change",
+            changed.join(", ")
+        )]
     }
 
     fn user_stop(&mut self, name: &str) -> String {

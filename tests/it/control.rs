@@ -265,3 +265,25 @@ fn lmctl_start_from_a_shell_brings_everything_up_and_shutdown_leaves_nothing() {
     assert_eq!(after.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&after.stderr).contains("no daemon is running"));
 }
+
+#[test]
+fn restart_warns_when_the_config_on_disk_changed() {
+    let mut d = Daemon::new("[services.s]\ncommand = \"{helper}\"\nargs = [\"env\", \"{dir}/s.env\"]\nenv_file = [\"s.dotenv\"]\n");
+    std::fs::write(d.path("s.dotenv"), "TOKEN=old\n").unwrap();
+    d.spawn();
+    d.wait_state("s", "running", Duration::from_secs(10));
+    let out = d.ok(&["restart", "s"]);
+    assert!(!out.contains("warning"), "{out}");
+    std::fs::write(d.path("s.dotenv"), "TOKEN=new\n").unwrap();
+    let out = d.ok(&["restart", "s"]);
+    assert!(
+        out.contains("warning: the config on disk differs from the running one for s")
+            && out.contains("lmctl reload"),
+        "{out}"
+    );
+    let out = d.ok(&["reload"]);
+    assert!(out.contains("changed (restarted): s"), "{out}");
+    wait_until("the new env", Duration::from_secs(10), || {
+        std::fs::read_to_string(d.path("s.env")).is_ok_and(|t| t.contains("TOKEN=new"))
+    });
+}

@@ -8,6 +8,7 @@ mod config_errors;
 mod control;
 mod env_exact;
 mod import_pm2;
+mod incidents;
 mod lifecycle;
 mod logs;
 mod readiness;

@@ -211,7 +211,6 @@ pub fn redact_url(url: &str) -> String {
 }
 
 #[cfg(test)]
-#[expect(clippy::unwrap_used, reason = "tests may unwrap")]
 mod tests {
     use super::*;
     use std::collections::HashMap;

@@ -10,7 +10,6 @@ pub fn rss_bytes() -> Option<u64> {
 }
 
 #[cfg(test)]
-#[expect(clippy::unwrap_used, reason = "tests may unwrap")]
 mod tests {
     #[test]
     fn rss_is_readable_on_linux() {

@@ -223,7 +223,6 @@ async fn log_request(req: Request, next: Next) -> Response {
 }
 
 #[cfg(test)]
-#[expect(clippy::unwrap_used, reason = "tests may unwrap")]
 mod tests {
     use super::*;
 

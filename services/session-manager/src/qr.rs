@@ -18,7 +18,6 @@ pub fn png_data_url(data: &str) -> Result<String, String> {
 }
 
 #[cfg(test)]
-#[expect(clippy::unwrap_used, reason = "tests may unwrap")]
 mod tests {
     #[test]
     fn renders_png() {

@@ -806,7 +806,6 @@ async fn wait_stop(cmds: &mut mpsc::UnboundedReceiver<WorkerCmd>) {
 }
 
 #[cfg(test)]
-#[expect(clippy::unwrap_used, reason = "tests may unwrap")]
 mod tests {
     use super::*;
 

@@ -72,7 +72,6 @@ pub fn parse_cliente_id(raw: &str) -> Result<i64, ApiError> {
 }
 
 #[cfg(test)]
-#[expect(clippy::unwrap_used, reason = "tests may unwrap")]
 mod tests {
     use super::*;
 
