@@ -50,7 +50,11 @@ pub fn ensure_daemon(config: &Path, socket: &Path) -> anyhow::Result<()> {
     let err = out.try_clone()?;
     let bin = daemon_binary();
     let mut cmd = Command::new(&bin);
-    cmd.arg("--config").arg(config).stdin(Stdio::null()).stdout(out).stderr(err);
+    cmd.arg("--config")
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err);
     // SAFETY: setsid is async-signal-safe; the daemon gets its own session, so closing this
     // terminal (SIGHUP to its session) does not reach it.
     unsafe {
@@ -61,14 +65,12 @@ pub fn ensure_daemon(config: &Path, socket: &Path) -> anyhow::Result<()> {
             Ok(())
         });
     }
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "cannot launch {} ({e}); is it installed beside lmctl or on PATH?",
-                bin.display()
-            )
-        })?;
+    let mut child = cmd.spawn().map_err(|e| {
+        anyhow::anyhow!(
+            "cannot launch {} ({e}); is it installed beside lmctl or on PATH?",
+            bin.display()
+        )
+    })?;
     println!(
         "started leadmaster-supervisord (pid {}), output in {}",
         child.id(),
