@@ -1,0 +1,71 @@
+//! Line framing of child output (`lmsup::logs::pump::Framer`): 1 MiB of ~100-byte lines fed
+//! in 64 KiB reads, as the pump does; alone, and with the per-line work the pump adds
+//! (lossy UTF-8 to String, a local timestamp formatted with the default format).
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use lmsup::logs::pump::Framer;
+
+const TOTAL: usize = 1 << 20;
+const CHUNK: usize = 64 * 1024;
+const MAX_LINE: usize = 16 * 1024;
+const TS_FORMAT: &str = "%Y-%m-%dT%H:%M:%S%.3f%:z";
+
+/// ~1 MiB of 100-byte lines (99 bytes + '\n'), each with a sequence number.
+fn input() -> Vec<u8> {
+    let mut data = Vec::with_capacity(TOTAL + 128);
+    let mut k = 0u64;
+    while data.len() < TOTAL {
+        let line = format!("L{k:08} {} E{k:08}\n", "x".repeat(80));
+        data.extend_from_slice(line.as_bytes());
+        k += 1;
+    }
+    data
+}
+
+fn bench_framing(c: &mut Criterion) {
+    let data = input();
+    let mut g = c.benchmark_group("framing_1MiB");
+    g.throughput(Throughput::Bytes(data.len() as u64));
+
+    g.bench_function("frame_only", |b| {
+        b.iter(|| {
+            let mut framer = Framer::new(MAX_LINE);
+            let mut lines = 0usize;
+            let mut bytes = 0usize;
+            for chunk in data.chunks(CHUNK) {
+                framer.push(black_box(chunk), |l, _| {
+                    lines += 1;
+                    bytes += l.len();
+                });
+            }
+            framer.finish(|l, _| {
+                lines += 1;
+                bytes += l.len();
+            });
+            black_box((lines, bytes))
+        })
+    });
+
+    g.bench_function("frame_utf8_timestamp", |b| {
+        b.iter(|| {
+            let mut framer = Framer::new(MAX_LINE);
+            let mut out: Vec<(String, String)> = Vec::with_capacity(CHUNK / 64);
+            let mut total = 0usize;
+            for chunk in data.chunks(CHUNK) {
+                framer.push(black_box(chunk), |l, _| {
+                    let ts = chrono::Local::now().format(TS_FORMAT).to_string();
+                    out.push((ts, String::from_utf8_lossy(l).into_owned()));
+                });
+                total += out.len();
+                out.clear();
+            }
+            black_box(total)
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench_framing);
+criterion_main!(benches);
