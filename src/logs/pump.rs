@@ -96,13 +96,17 @@ pub async fn pump<R: AsyncRead + Unpin>(
         framer.push(&chunk[..n], |l, c| {
             lines.push((String::from_utf8_lossy(l).into_owned(), c))
         });
+        // Every line of one read arrived at the same instant: one timestamp for all of them
+        // (formatting it is most of the per-line cost).
+        let ts = logs.now();
         for (text, continued) in lines.drain(..) {
-            out.send(text, continued).await;
+            out.send(ts.clone(), text, continued).await;
         }
     }
     framer.finish(|l, c| lines.push((String::from_utf8_lossy(l).into_owned(), c)));
+    let ts = logs.now();
     for (text, continued) in lines.drain(..) {
-        out.send(text, continued).await;
+        out.send(ts.clone(), text, continued).await;
     }
     out.report_drops().await;
 }
@@ -125,14 +129,14 @@ struct Sender<'a> {
 }
 
 impl Sender<'_> {
-    async fn send(&mut self, text: String, continued: bool) {
+    async fn send(&mut self, ts: String, text: String, continued: bool) {
         if self.dropped > 0 {
             self.report_drops().await;
         }
         let msg = LogMsg::Line {
             service: self.service.clone(),
             stream: self.stream,
-            ts: self.logs.now(),
+            ts,
             text,
             continued,
         };

@@ -196,6 +196,25 @@ pub fn kill_leftovers(
     found
 }
 
+/// Leftovers of a service after its main process exited. With a cgroup, its members are
+/// the whole answer (nothing forked inside can leave it) and no `/proc` scan is needed;
+/// without one, the tree by sessions and markers in a fresh snapshot.
+pub fn leftovers_now(
+    service: &str,
+    prefix: &str,
+    sessions: &[i32],
+    cgroup: Option<&std::path::Path>,
+) -> Vec<Proc> {
+    if let Some(cg) = cgroup {
+        return cgroup::procs(cg)
+            .into_iter()
+            .filter_map(crate::spawn::tree::read_proc)
+            .filter(|p| !p.is_zombie())
+            .collect();
+    }
+    leftovers(&Snapshot::take(), service, prefix, sessions, None)
+}
+
 /// Leftovers of a service in `snap`: its tree without a main pid, i.e. what survived.
 pub fn leftovers(
     snap: &Snapshot,

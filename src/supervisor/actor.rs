@@ -305,8 +305,7 @@ impl Actor {
                     .values()
                     .filter_map(|s| s.state.run().map(|r| r.pid))
                     .collect();
-                let snap = tree::Snapshot::take();
-                for (pid, comm) in reaper::reap_adopted(&snap, &owned) {
+                for (pid, comm) in reaper::reap_adopted(&owned) {
                     tracing::debug!("reaped adopted orphan {pid} ({comm})");
                 }
             }
@@ -789,9 +788,7 @@ impl Actor {
         };
         s.state = State::Stopping { run: None, then };
         let run = s.runs;
-        let snap = tree::Snapshot::take();
-        let left =
-            resources::leftovers(&snap, name, &self.prefix, &s.sessions, s.cgroup.as_deref());
+        let left = resources::leftovers_now(name, &self.prefix, &s.sessions, s.cgroup.as_deref());
         if left.is_empty() {
             s.sessions.clear();
             self.finish_stop(name);
@@ -887,7 +884,14 @@ impl Actor {
                                 human(delay)
                             ),
                         );
-                        self.arm_timer(name, delay);
+                        if delay.is_zero() {
+                            // No timer round trip: `advance` spawns it in this same turn.
+                            if let Some(s) = self.services.get_mut(name) {
+                                s.state = State::Waiting;
+                            }
+                        } else {
+                            self.arm_timer(name, delay);
+                        }
                     }
                     Err(n) => {
                         let err = format!(
