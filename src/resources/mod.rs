@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::control::proto::ProcInfo;
 use crate::spawn::kill::signal_checked;
-use crate::spawn::tree::{members, MarkerCache, Proc, Snapshot, TreeKey};
+use crate::spawn::tree::{members, MarkerCache, Proc, Snapshot, TreeIndex, TreeKey};
 
 /// What the sampler needs to find one service's tree.
 #[derive(Debug, Clone)]
@@ -81,8 +81,9 @@ impl Sampler {
         let hz = clock_ticks();
         let mut ticks_now = HashMap::new();
         let mut out = Vec::new();
+        let index = TreeIndex::new(&snap, &self.prefix, &mut self.markers);
         for t in targets {
-            let pids = self.tree_of(&snap, t);
+            let pids = tree_of(&snap, &index, t);
             let mut s = Sample {
                 service: t.service.clone(),
                 ..Default::default()
@@ -125,23 +126,17 @@ impl Sampler {
         self.prev_at = Some(now);
         out
     }
+}
 
-    /// The tree: cgroup members when the service has a cgroup, plus (always, as a
-    /// cross-check) descendants, session members and marker holders.
-    pub fn tree_of(&mut self, snap: &Snapshot, t: &Target) -> Vec<i32> {
-        let key = TreeKey {
-            service: &t.service,
-            instance_prefix: &self.prefix,
-            main_pid: t.main_pid,
-            sessions: &t.sessions,
-        };
-        let mut set = members(snap, &key, &mut self.markers);
-        if let Some(cg) = &t.cgroup {
-            set.extend(cgroup::procs(cg));
-        }
-        set.retain(|p| snap.procs.contains_key(p));
-        set.into_iter().collect()
+/// The tree: cgroup members when the service has a cgroup, plus (always, as a cross-check)
+/// descendants, session members and marker holders.
+fn tree_of(snap: &Snapshot, index: &TreeIndex<'_>, t: &Target) -> Vec<i32> {
+    let mut set = index.members(&t.service, t.main_pid, &t.sessions);
+    if let Some(cg) = &t.cgroup {
+        set.extend(cgroup::procs(cg));
     }
+    set.retain(|p| snap.procs.contains_key(p));
+    set.into_iter().collect()
 }
 
 /// "comm" plus the first bytes of the command line, for people reading `show`.

@@ -174,29 +174,69 @@ pub struct TreeKey<'a> {
     pub sessions: &'a [i32],
 }
 
-/// Members of a service's tree: descendants of the main pid, members of its sessions, and
-/// marker holders (and their descendants). Our own pid is never a member.
-pub fn members(snap: &Snapshot, key: &TreeKey<'_>, markers: &mut MarkerCache) -> BTreeSet<i32> {
-    let me = std::process::id() as i32;
-    let children = snap.children_of();
-    let mut roots: Vec<i32> = key.main_pid.into_iter().collect();
-    for p in snap.procs.values() {
-        if p.pid == me || p.pid == 1 {
-            continue;
-        }
-        if key.sessions.contains(&p.sid) || key.sessions.contains(&p.pgid) {
-            roots.push(p.pid);
-            continue;
-        }
-        if let Some((svc, inst)) = markers.get(p) {
-            if svc == key.service && inst.starts_with(key.instance_prefix) {
-                roots.push(p.pid);
+/// One pass over a snapshot that answers "which processes belong to service X" for every
+/// service: children by parent, members by session and process group, marker holders by
+/// service. Building it is O(processes); each lookup then costs only its own tree.
+pub struct TreeIndex<'a> {
+    snap: &'a Snapshot,
+    children: HashMap<i32, Vec<i32>>,
+    by_group: HashMap<i32, Vec<i32>>,
+    by_marker: HashMap<String, Vec<i32>>,
+}
+
+impl<'a> TreeIndex<'a> {
+    /// `instance_prefix`: marker values that count as ours.
+    pub fn new(
+        snap: &'a Snapshot,
+        instance_prefix: &str,
+        markers: &mut MarkerCache,
+    ) -> TreeIndex<'a> {
+        let me = std::process::id() as i32;
+        let mut by_group: HashMap<i32, Vec<i32>> = HashMap::new();
+        let mut by_marker: HashMap<String, Vec<i32>> = HashMap::new();
+        for p in snap.procs.values() {
+            if p.pid == me || p.pid == 1 {
+                continue;
+            }
+            by_group.entry(p.sid).or_default().push(p.pid);
+            if p.pgid != p.sid {
+                by_group.entry(p.pgid).or_default().push(p.pid);
+            }
+            if let Some((svc, inst)) = markers.get(p) {
+                if inst.starts_with(instance_prefix) {
+                    by_marker.entry(svc.clone()).or_default().push(p.pid);
+                }
             }
         }
+        TreeIndex {
+            snap,
+            children: snap.children_of(),
+            by_group,
+            by_marker,
+        }
     }
-    let mut set = snap.descendants(&roots, &children);
-    set.remove(&me);
-    set
+
+    /// Members of a service's tree: descendants of the main pid, members of its sessions,
+    /// and marker holders (and their descendants). Our own pid is never a member.
+    pub fn members(&self, service: &str, main_pid: Option<i32>, sessions: &[i32]) -> BTreeSet<i32> {
+        let mut roots: Vec<i32> = main_pid.into_iter().collect();
+        for s in sessions {
+            roots.extend(self.by_group.get(s).into_iter().flatten());
+        }
+        roots.extend(self.by_marker.get(service).into_iter().flatten());
+        let mut set = self.snap.descendants(&roots, &self.children);
+        set.remove(&(std::process::id() as i32));
+        set
+    }
+}
+
+/// Members of one service's tree (see [`TreeIndex::members`]).
+pub fn members(snap: &Snapshot, key: &TreeKey<'_>, markers: &mut MarkerCache) -> BTreeSet<i32> {
+    TreeIndex::new(snap, key.instance_prefix, markers).members(
+        key.service,
+        key.main_pid,
+        key.sessions,
+    )
 }
 
 #[cfg(test)]
