@@ -377,20 +377,36 @@ fn reload(ctx: &Ctx) -> anyhow::Result<Outcome> {
     Ok(Outcome::Ok)
 }
 
-fn status(ctx: &Ctx, json: bool) -> anyhow::Result<Outcome> {
-    let resp = ask(ctx, Request::Status)?;
+/// A verb that reads: ask, then print the answer as a table or as `--json`.
+fn read_verb<T: serde::Serialize>(
+    ctx: &Ctx,
+    req: Request,
+    json: bool,
+    extract: impl FnOnce(Response) -> Option<T>,
+    render: impl FnOnce(&T) -> String,
+) -> anyhow::Result<Outcome> {
+    let resp = ask(ctx, req)?;
     if print_error(&resp) {
         return Ok(Outcome::Failed);
     }
-    let Response::Status { services } = resp else {
-        anyhow::bail!("unexpected answer to status")
-    };
+    let value =
+        extract(resp).ok_or_else(|| anyhow::anyhow!("the daemon sent an unexpected answer"))?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&services)?);
+        println!("{}", serde_json::to_string_pretty(&value)?);
     } else {
-        print!("{}", render::status_table(&services));
+        print!("{}", render(&value));
     }
     Ok(Outcome::Ok)
+}
+
+fn status(ctx: &Ctx, json: bool) -> anyhow::Result<Outcome> {
+    let extract = |r| match r {
+        Response::Status { services } => Some(services),
+        _ => None,
+    };
+    read_verb(ctx, Request::Status, json, extract, |s| {
+        render::status_table(s)
+    })
 }
 
 fn logs(ctx: &Ctx, a: LogsArgs) -> anyhow::Result<Outcome> {
@@ -425,35 +441,23 @@ fn logs(ctx: &Ctx, a: LogsArgs) -> anyhow::Result<Outcome> {
 }
 
 fn env(ctx: &Ctx, service: String, reveal: bool, json: bool) -> anyhow::Result<Outcome> {
-    let resp = ask(ctx, Request::Env { service, reveal })?;
-    if print_error(&resp) {
-        return Ok(Outcome::Failed);
-    }
-    let Response::Env { vars, .. } = resp else {
-        anyhow::bail!("unexpected answer to env")
+    let extract = |r| match r {
+        Response::Env { vars, .. } => Some(vars),
+        _ => None,
     };
-    if json {
-        println!("{}", serde_json::to_string_pretty(&vars)?);
-    } else {
-        print!("{}", render::env_table(&vars));
-    }
-    Ok(Outcome::Ok)
+    read_verb(ctx, Request::Env { service, reveal }, json, extract, |v| {
+        render::env_table(v)
+    })
 }
 
 fn show(ctx: &Ctx, service: String, json: bool) -> anyhow::Result<Outcome> {
-    let resp = ask(ctx, Request::Show { service })?;
-    if print_error(&resp) {
-        return Ok(Outcome::Failed);
-    }
-    let Response::Show { service } = resp else {
-        anyhow::bail!("unexpected answer to show")
+    let extract = |r| match r {
+        Response::Show { service } => Some(service),
+        _ => None,
     };
-    if json {
-        println!("{}", serde_json::to_string_pretty(&service)?);
-    } else {
-        print!("{}", render::detail(&service));
-    }
-    Ok(Outcome::Ok)
+    read_verb(ctx, Request::Show { service }, json, extract, |d| {
+        render::detail(d)
+    })
 }
 
 fn ping(ctx: &Ctx, json: bool) -> anyhow::Result<Outcome> {
