@@ -65,22 +65,20 @@ pub async fn init(
     Ok(relay(up))
 }
 
+/// The customer's session status from session-manager, once authorized.
+async fn upstream_status(st: &AppState, cliente_id: i64) -> Result<UpstreamResponse, ApiError> {
+    authorize(st, cliente_id).await?;
+    Ok(st
+        .session_manager
+        .call(Method::GET, "/status", Some(cliente_id), None, Bytes::new())
+        .await?)
+}
+
 pub async fn status(
     State(st): State<AppState>,
     customer: CustomerClaims,
 ) -> Result<Response, ApiError> {
-    authorize(&st, customer.cliente_id).await?;
-    let up = st
-        .session_manager
-        .call(
-            Method::GET,
-            "/status",
-            Some(customer.cliente_id),
-            None,
-            Bytes::new(),
-        )
-        .await?;
-    Ok(relay(up))
+    Ok(relay(upstream_status(&st, customer.cliente_id).await?))
 }
 
 /// session-manager has no `/qr`: the QR is the `qr_code_base64` field of its `/status`.
@@ -88,17 +86,7 @@ pub async fn qr(
     State(st): State<AppState>,
     customer: CustomerClaims,
 ) -> Result<Response, ApiError> {
-    authorize(&st, customer.cliente_id).await?;
-    let up = st
-        .session_manager
-        .call(
-            Method::GET,
-            "/status",
-            Some(customer.cliente_id),
-            None,
-            Bytes::new(),
-        )
-        .await?;
+    let up = upstream_status(&st, customer.cliente_id).await?;
     if !up.status.is_success() {
         return Ok(relay(up));
     }
