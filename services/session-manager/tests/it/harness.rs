@@ -293,6 +293,17 @@ impl Service {
         }
     }
 
+    /// SIGTERM, exit 0 within 15 s, and nothing of the test's browsers left after 2 s.
+    pub async fn stop_cleanly(&mut self, env: &TestEnv) {
+        self.sigterm();
+        let st = self.wait_exit(Duration::from_secs(15)).await;
+        assert!(
+            st.is_some_and(|s| s.success()),
+            "SIGTERM did not end the service with 0: {st:?}"
+        );
+        env.assert_clean(Duration::from_secs(2)).await;
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }

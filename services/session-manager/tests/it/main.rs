@@ -196,12 +196,7 @@ fn failed_init_is_500_with_retry_and_retry_is_allowed() {
         env.kill_leftovers(&[svc.child.id()]);
         let _ = intruder.wait();
 
-        svc.sigterm();
-        assert!(svc
-            .wait_exit(Duration::from_secs(15))
-            .await
-            .is_some_and(|s| s.success()));
-        env.assert_clean(Duration::from_secs(2)).await;
+        svc.stop_cleanly(&env).await;
     });
 }
 
@@ -262,12 +257,7 @@ fn concurrent_init_launches_exactly_one_browser() {
         let (_, h) = svc.req("GET", "/health", None, None).await;
         assert_eq!(h["sessions"], 1);
 
-        svc.sigterm();
-        assert!(svc
-            .wait_exit(Duration::from_secs(15))
-            .await
-            .is_some_and(|s| s.success()));
-        env.assert_clean(Duration::from_secs(2)).await;
+        svc.stop_cleanly(&env).await;
     });
 }
 
@@ -398,12 +388,7 @@ fn qr_then_scan_then_send_then_logout() {
         assert!(!profile.exists(), "profile not deleted");
         assert_eq!(svc.status(7).await["state"], "NOT_INITIALIZED");
 
-        svc.sigterm();
-        assert!(svc
-            .wait_exit(Duration::from_secs(15))
-            .await
-            .is_some_and(|s| s.success()));
-        env.assert_clean(Duration::from_secs(2)).await;
+        svc.stop_cleanly(&env).await;
     });
 }
 
@@ -466,12 +451,7 @@ fn killed_browser_is_error_leaves_nothing_and_init_recovers() {
         assert_eq!(browser_mains(&profile).len(), 1);
         assert_eq!(svc.status(4).await["reconnection_attempts"], 1);
 
-        svc.sigterm();
-        assert!(svc
-            .wait_exit(Duration::from_secs(15))
-            .await
-            .is_some_and(|s| s.success()));
-        env.assert_clean(Duration::from_secs(2)).await;
+        svc.stop_cleanly(&env).await;
     });
 }
 
@@ -490,12 +470,7 @@ fn linked_customer_survives_a_restart_without_new_qr() {
         svc.wait_state(11, "QR_REQUIRED", LAUNCH).await;
         fx.scan();
         svc.wait_state(11, "READY", Duration::from_secs(20)).await;
-        svc.sigterm();
-        assert!(svc
-            .wait_exit(Duration::from_secs(15))
-            .await
-            .is_some_and(|s| s.success()));
-        env.assert_clean(Duration::from_secs(2)).await;
+        svc.stop_cleanly(&env).await;
 
         let mut svc = Service::start(&env, &[("WA_WEB_URL", &fx.url)])
             .ready()
@@ -524,12 +499,7 @@ fn linked_customer_survives_a_restart_without_new_qr() {
             "a new QR was needed: {seen:?}"
         );
 
-        svc.sigterm();
-        assert!(svc
-            .wait_exit(Duration::from_secs(15))
-            .await
-            .is_some_and(|s| s.success()));
-        env.assert_clean(Duration::from_secs(2)).await;
+        svc.stop_cleanly(&env).await;
     });
 }
 
@@ -636,11 +606,6 @@ fn measure_init_to_qr_and_memory() {
             "MEASURE median init_to_qr={:?} all={times:?}",
             times[times.len() / 2]
         );
-        svc.sigterm();
-        assert!(svc
-            .wait_exit(Duration::from_secs(15))
-            .await
-            .is_some_and(|s| s.success()));
-        env.assert_clean(Duration::from_secs(2)).await;
+        svc.stop_cleanly(&env).await;
     });
 }
