@@ -16,6 +16,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "target", "release")
 DAEMON, LMCTL = os.path.join(BIN, "leadmaster-supervisord"), os.path.join(BIN, "lmctl")
 HELPER = os.path.join(BIN, "lm-test-helper")
+CGROUPS = os.environ.get("LM_BENCH_CGROUPS", "auto")
 IDLE = int(sys.argv[sys.argv.index("--idle-secs") + 1]) if "--idle-secs" in sys.argv else 60
 
 
@@ -24,7 +25,7 @@ class Daemon:
         self.dir = tempfile.mkdtemp(prefix="lm-bench-")
         self.cfg = os.path.join(self.dir, "supervisor.toml")
         with open(self.cfg, "w") as f:
-            f.write('[supervisor]\nstate_dir = "var"\n\n[logs]\ntimestamp = "%Y-%m-%dT%H:%M:%S%.6f%:z"\n' + logs + "\n" + body)
+            f.write(f'[supervisor]\nstate_dir = "var"\ncgroups = "{CGROUPS}"\n\n[logs]\ntimestamp = "%Y-%m-%dT%H:%M:%S%.6f%:z"\n' + logs + "\n" + body)
         self.proc = subprocess.Popen([DAEMON, "--config", self.cfg], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.time() + 20
         while subprocess.run([LMCTL, "--config", self.cfg, "ping"], capture_output=True).returncode != 0:
@@ -110,17 +111,20 @@ def ready_to_spawn():
     )
     log = os.path.join(d.dir, "var", "logs", "supervisor.log")
     try:
-        delays = []
-        for i in range(21):
+        for _ in range(20):
             wait_for(lambda: d.status()["b"]["state"] == "running")
-            if i > 0:
-                lines = open(log).read().splitlines()
-                ready = [l for l in lines if " a|event ready after" in l][-1]
-                spawn = [l for l in lines if " b|event spawned pid" in l][-1]
-                delays.append((ts(spawn) - ts(ready)) * 1000)
             d.ctl("stop", "b", "a")
             wait_for(lambda: all(s["state"] == "stopped" for s in d.status().values()))
             d.ctl("start", "b", "--no-wait")
+        wait_for(lambda: d.status()["b"]["state"] == "running")
+        # Each spawn of b against the READY=1 of a that came just before it.
+        delays, last_ready = [], None
+        for line in open(log).read().splitlines():
+            if " a|event ready after" in line:
+                last_ready = ts(line)
+            elif " b|event spawned pid" in line and last_ready is not None:
+                delays.append((ts(line) - last_ready) * 1000)
+                last_ready = None
         return delays
     finally:
         d.close()

@@ -57,7 +57,13 @@ pub struct Sampler {
     markers: MarkerCache,
     prev_ticks: HashMap<(i32, u64), u64>,
     prev_at: Option<Instant>,
+    /// PSS per process with the RSS it was read at and its age in ticks: smaps_rollup is the
+    /// costly read, and an idle process's PSS rarely moves while its RSS stands still.
+    pss_cache: HashMap<(i32, u64), (u64, Option<u64>, u32)>,
 }
+
+/// Re-read PSS at least this often (in samples), even when RSS has not changed.
+const PSS_REFRESH: u32 = 10;
 
 impl Sampler {
     pub fn new(instance_prefix: String) -> Self {
@@ -66,6 +72,7 @@ impl Sampler {
             markers: MarkerCache::default(),
             prev_ticks: HashMap::new(),
             prev_at: None,
+            pss_cache: HashMap::new(),
         }
     }
 
@@ -80,6 +87,7 @@ impl Sampler {
             .as_secs_f64();
         let hz = clock_ticks();
         let mut ticks_now = HashMap::new();
+        let mut pss_now = HashMap::new();
         let mut out = Vec::new();
         let index = TreeIndex::new(&snap, &self.prefix, &mut self.markers);
         for t in targets {
@@ -101,7 +109,18 @@ impl Sampler {
                     cpu_ticks += ticks.saturating_sub(*prev);
                 }
                 ticks_now.insert((p.pid, p.start_time), ticks);
-                let pss = pss_bytes(p.pid);
+                let key = (p.pid, p.start_time);
+                let pss = match self.pss_cache.get(&key) {
+                    Some((rss, pss, age)) if *rss == p.rss_bytes && *age < PSS_REFRESH => {
+                        pss_now.insert(key, (*rss, *pss, age + 1));
+                        *pss
+                    }
+                    _ => {
+                        let pss = pss_bytes(p.pid);
+                        pss_now.insert(key, (p.rss_bytes, pss, 0));
+                        pss
+                    }
+                };
                 s.rss_bytes += p.rss_bytes;
                 s.pss_bytes += pss.unwrap_or(p.rss_bytes);
                 s.procs.push(ProcInfo {
@@ -123,6 +142,7 @@ impl Sampler {
             out.push(s);
         }
         self.prev_ticks = ticks_now;
+        self.pss_cache = pss_now;
         self.prev_at = Some(now);
         out
     }
