@@ -8,17 +8,17 @@ use super::proto::{Envelope, Request, Response, PROTOCOL_VERSION};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("no daemon is running on {socket} ({source}); start one with `lmctl start`")]
+    #[error("no daemon is running on {socket} ({cause}); start one with `lmctl start`")]
     NotRunning {
         socket: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("permission denied on {socket}: the control socket is for its owner and root only")]
     Permission { socket: PathBuf },
-    #[error("talking to the daemon on {socket} failed: {source}")]
+    #[error("talking to the daemon on {socket} failed: {cause}")]
     Io {
         socket: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error(
         "the daemon sent something unreadable ({0}); is lmctl the same version as the daemon?"
@@ -33,7 +33,7 @@ pub fn connect(socket: &Path) -> Result<UnixStream, ClientError> {
         },
         _ => ClientError::NotRunning {
             socket: socket.to_path_buf(),
-            source: e,
+            cause: e,
         },
     })
 }
@@ -48,7 +48,7 @@ pub fn stream(
     let mut conn = connect(socket)?;
     let io = |e| ClientError::Io {
         socket: socket.to_path_buf(),
-        source: e,
+        cause: e,
     };
     let mut line = serde_json::to_vec(&Envelope {
         version: PROTOCOL_VERSION,
