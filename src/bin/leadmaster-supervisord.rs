@@ -18,6 +18,8 @@ fn main() {
             tracing_subscriber::EnvFilter::try_from_env("LM_LOG").unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        // Colours only on a terminal: not in the journal or in daemon.out.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let config = match lmsup::config::load(&args.config) {
         Ok(c) => c,
