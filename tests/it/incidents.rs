@@ -572,7 +572,7 @@ fn seed004_wait_ready_without_a_ready_signal_fails_instead_of_going_online() {
 }
 
 /// Seeds 002/003/004 §8: restarts left Chromium behind and the runbook said
-/// `pkill -f chrome`. Here a SIGKILL of session-manager's main process leaves nothing of
+/// to kill every `chrome` by name. Here a SIGKILL of session-manager's main process leaves nothing of
 /// its browser: the supervisor reaps the tree, crashpad handlers included, and restarts it.
 #[test]
 fn seed002_sigkilled_session_manager_leaves_no_chromium() {
