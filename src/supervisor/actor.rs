@@ -110,6 +110,21 @@ impl Svc {
             t.abort();
         }
     }
+
+    /// Gives back what the service holds beyond a run: tasks, its notify socket, its
+    /// (empty) cgroup. For a service that is forgotten or a daemon that exits.
+    fn release(&mut self) {
+        self.abort_tasks();
+        if let Some(t) = self.notify_task.take() {
+            t.abort();
+        }
+        if let Some(p) = &self.notify_path {
+            let _ = std::fs::remove_file(p);
+        }
+        if let Some(cg) = &self.cgroup {
+            cgroup::remove(cg);
+        }
+    }
 }
 
 fn push(q: &mut VecDeque<String>, line: String) {
@@ -188,16 +203,7 @@ impl Actor {
             }
         }
         for s in self.services.values_mut() {
-            s.abort_tasks();
-            if let Some(t) = s.notify_task.take() {
-                t.abort();
-            }
-            if let Some(p) = &s.notify_path {
-                let _ = std::fs::remove_file(p);
-            }
-            if let Some(cg) = &s.cgroup {
-                cgroup::remove(cg);
-            }
+            s.release();
         }
         self.event(None, "all services stopped; daemon exiting".to_string());
         self.logs.flush().await;
@@ -834,15 +840,7 @@ impl Actor {
                 s.state = State::Waiting;
             }
             AfterStop::Remove => {
-                if let Some(t) = s.notify_task.take() {
-                    t.abort();
-                }
-                if let Some(p) = &s.notify_path {
-                    let _ = std::fs::remove_file(p);
-                }
-                if let Some(cg) = &s.cgroup {
-                    cgroup::remove(cg);
-                }
+                s.release();
                 self.services.remove(name);
                 self.event(
                     Some(name),
