@@ -44,13 +44,13 @@ pub struct Followed {
 }
 
 pub enum LogMsg {
-    /// A framed child line, timestamp already taken.
-    Line {
+    /// The framed lines of one pipe read, with the timestamp taken at the read; each with
+    /// its "continued" flag (a piece of a split overlong line).
+    Lines {
         service: Arc<str>,
         stream: Stream,
         ts: String,
-        text: String,
-        continued: bool,
+        lines: Vec<(String, bool)>,
     },
     /// Lines a pump could not queue in time.
     Dropped {
@@ -93,7 +93,8 @@ impl LogHandle {
         settings: &LogSettings,
     ) -> std::io::Result<(LogHandle, std::thread::JoinHandle<()>)> {
         std::fs::create_dir_all(&dir)?;
-        let (tx, rx) = mpsc::channel(16 * 1024);
+        // Messages are batches of up to 64 KiB of lines: 1024 bounds the queue near 64 MiB.
+        let (tx, rx) = mpsc::channel(1024);
         let mut writer = sink::Writer::new(dir, settings.clone())?;
         let join = std::thread::Builder::new()
             .name("log-writer".into())

@@ -87,27 +87,20 @@ pub async fn pump<R: AsyncRead + Unpin>(
         dropped: 0,
         on_drop: &on_drop,
     };
-    let mut lines: Vec<(String, bool)> = Vec::new();
     loop {
         let n = match reader.read(&mut chunk).await {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
+        let mut lines = Vec::new();
         framer.push(&chunk[..n], |l, c| {
             lines.push((String::from_utf8_lossy(l).into_owned(), c))
         });
-        // Every line of one read arrived at the same instant: one timestamp for all of them
-        // (formatting it is most of the per-line cost).
-        let ts = logs.now();
-        for (text, continued) in lines.drain(..) {
-            out.send(ts.clone(), text, continued).await;
-        }
+        out.send(lines).await;
     }
+    let mut lines = Vec::new();
     framer.finish(|l, c| lines.push((String::from_utf8_lossy(l).into_owned(), c)));
-    let ts = logs.now();
-    for (text, continued) in lines.drain(..) {
-        out.send(ts.clone(), text, continued).await;
-    }
+    out.send(lines).await;
     out.report_drops().await;
 }
 
@@ -129,20 +122,25 @@ struct Sender<'a> {
 }
 
 impl Sender<'_> {
-    async fn send(&mut self, ts: String, text: String, continued: bool) {
+    /// Queues the lines of one read as one message. They arrived at the same instant: one
+    /// timestamp for all of them (formatting it is most of the per-line cost).
+    async fn send(&mut self, lines: Vec<(String, bool)>) {
+        if lines.is_empty() {
+            return;
+        }
         if self.dropped > 0 {
             self.report_drops().await;
         }
-        let msg = LogMsg::Line {
+        let count = lines.len() as u64;
+        let msg = LogMsg::Lines {
             service: self.service.clone(),
             stream: self.stream,
-            ts,
-            text,
-            continued,
+            ts: self.logs.now(),
+            lines,
         };
         match self.logs.tx.send_timeout(msg, QUEUE_WAIT).await {
             Ok(()) => {}
-            Err(SendTimeoutError::Timeout(_)) => self.dropped += 1,
+            Err(SendTimeoutError::Timeout(_)) => self.dropped += count,
             Err(SendTimeoutError::Closed(_)) => {}
         }
     }

@@ -79,6 +79,8 @@ pub struct Writer {
     followers: broadcast::Sender<Followed>,
     /// Write errors are counted, not fatal: the daemon must outlive a full disk.
     errors: u64,
+    /// Reused to format each child line.
+    line_buf: String,
 }
 
 impl Writer {
@@ -92,6 +94,7 @@ impl Writer {
             files: HashMap::new(),
             followers,
             errors: 0,
+            line_buf: String::with_capacity(256),
         })
     }
 
@@ -125,16 +128,28 @@ impl Writer {
 
     fn handle(&mut self, msg: LogMsg) {
         match msg {
-            LogMsg::Line {
+            LogMsg::Lines {
                 service,
                 stream,
                 ts,
-                text,
-                continued,
+                lines,
             } => {
-                let mark = if continued { "+" } else { "" };
-                let line = format!("{ts} {service}|{}{mark} {text}", stream.as_str());
-                self.write(Some(&service), stream.as_str(), line);
+                let kind = stream.as_str();
+                // One buffer for every line: no allocation per line on the hot path.
+                let mut buf = std::mem::take(&mut self.line_buf);
+                for (text, continued) in lines {
+                    buf.clear();
+                    for piece in [ts.as_str(), " ", &service, "|", kind] {
+                        buf.push_str(piece);
+                    }
+                    if continued {
+                        buf.push('+');
+                    }
+                    buf.push(' ');
+                    buf.push_str(&text);
+                    self.write(Some(&service), kind, &buf);
+                }
+                self.line_buf = buf;
             }
             LogMsg::Dropped {
                 service,
@@ -146,7 +161,7 @@ impl Writer {
                     "{ts} {service}|{} [supervisor] {count} lines dropped: the log queue was full",
                     stream.as_str()
                 );
-                self.write(Some(&service), stream.as_str(), line);
+                self.write(Some(&service), stream.as_str(), &line);
             }
             LogMsg::Event { service, ts, text } => {
                 let name = service.as_deref().unwrap_or(DAEMON);
@@ -178,7 +193,7 @@ impl Writer {
         }
     }
 
-    fn write(&mut self, service: Option<&Arc<str>>, kind: &'static str, line: String) {
+    fn write(&mut self, service: Option<&Arc<str>>, kind: &'static str, line: &str) {
         if let Some(svc) = service {
             let key = (svc.clone(), kind);
             if !self.files.contains_key(&key) {
@@ -190,12 +205,12 @@ impl Writer {
                 }
             }
             if let Some(f) = self.files.get_mut(&key) {
-                if f.write_line(&line, &self.settings).is_err() {
+                if f.write_line(line, &self.settings).is_err() {
                     self.errors += 1;
                 }
             }
         }
-        self.append_merged(&line);
+        self.append_merged(line);
         if self.followers.receiver_count() > 0 {
             let _ = self.followers.send(Followed {
                 service: service.cloned().unwrap_or_else(|| DAEMON.into()),
