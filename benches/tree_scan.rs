@@ -48,6 +48,7 @@ fn bench_pass(c: &mut Criterion, label: &str, tree_pid: i32) {
         b.iter(|| black_box(Snapshot::take().procs.len()))
     });
     let targets = vec![Target {
+        run: None,
         service: "bench".to_string(),
         main_pid: Some(tree_pid),
         sessions: vec![tree_pid],

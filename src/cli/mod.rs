@@ -332,9 +332,17 @@ fn wait_ready(socket: &Path, names: &[String], timeout: Duration) -> anyhow::Res
             }
             last = now;
         }
+        // A service waiting for a dependency that is down will not start by itself.
+        let blocked = |s: &ServiceStatus| {
+            s.waiting_for.iter().any(|w| {
+                ["(it is failed)", "(it is exited)", "(it is stopped)"]
+                    .iter()
+                    .any(|t| w.ends_with(t))
+            })
+        };
         let failed: Vec<&&ServiceStatus> = ours
             .iter()
-            .filter(|s| matches!(s.state.as_str(), "failed" | "exited" | "stopped"))
+            .filter(|s| matches!(s.state.as_str(), "failed" | "exited" | "stopped") || blocked(s))
             .collect();
         if !failed.is_empty() {
             for s in failed {
@@ -344,6 +352,8 @@ fn wait_ready(socket: &Path, names: &[String], timeout: Duration) -> anyhow::Res
                     s.state,
                     s.last_error
                         .clone()
+                        .or_else(|| blocked(s)
+                            .then(|| format!("waiting for {}", s.waiting_for.join(", "))))
                         .unwrap_or_else(|| "no error recorded; see `lmctl logs`".into())
                 );
             }

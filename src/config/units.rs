@@ -7,10 +7,18 @@ use nix::sys::signal::Signal;
 
 /// Parses "500ms", "30s", "2m", "1h 30m", "0s".
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text.trim()).map_err(|e| {
+    let d = humantime::parse_duration(text.trim()).map_err(|e| {
         format!("invalid duration {text:?} ({e}); expected a number with a unit, like \"500ms\", \"30s\" or \"2m\"")
-    })
+    })?;
+    // Timers add durations to the clock; bounding them keeps every deadline representable.
+    if d > MAX_DURATION {
+        return Err(format!("duration {text:?} is too long; at most 365 days"));
+    }
+    Ok(d)
 }
+
+/// The longest duration accepted anywhere.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// Parses "300MiB", "1GiB", "10MB", "4096" (bytes). Binary and decimal units.
 pub fn parse_size(text: &str) -> Result<u64, String> {
@@ -105,6 +113,8 @@ mod tests {
         assert_eq!(parse_duration("0s").unwrap(), Duration::ZERO);
         assert!(parse_duration("30").is_err());
         assert!(parse_duration("fast").is_err());
+        assert!(parse_duration("400000000000y").is_err());
+        assert!(parse_duration("366d").is_err());
     }
 
     #[test]

@@ -141,7 +141,6 @@ async fn serve_logs(
             req: req.clone(),
             reply: tx,
         })
-        .await
         .is_err()
     {
         return write(

@@ -51,6 +51,8 @@ pub enum LogMsg {
         stream: Stream,
         ts: String,
         lines: Vec<(String, bool)>,
+        /// Frees queue room when the writer drops the message.
+        _room: tokio::sync::OwnedSemaphorePermit,
     },
     /// Lines a pump could not queue in time.
     Dropped {
@@ -81,7 +83,12 @@ pub struct TailReply {
 /// Cheap to clone; what pumps and the actor hold.
 #[derive(Clone)]
 pub struct LogHandle {
-    pub tx: mpsc::Sender<LogMsg>,
+    /// Unbounded, so daemon events and control requests are never dropped or blocked; child
+    /// lines are bounded by `room` instead.
+    pub tx: mpsc::UnboundedSender<LogMsg>,
+    /// Permits for queued batches of child lines (each up to 64 KiB): 1024 bounds the queue
+    /// near 64 MiB. A batch holds its permit until the writer has written it.
+    pub room: Arc<tokio::sync::Semaphore>,
     pub timestamp: Arc<str>,
     pub max_line: usize,
 }
@@ -93,8 +100,7 @@ impl LogHandle {
         settings: &LogSettings,
     ) -> std::io::Result<(LogHandle, std::thread::JoinHandle<()>)> {
         std::fs::create_dir_all(&dir)?;
-        // Messages are batches of up to 64 KiB of lines: 1024 bounds the queue near 64 MiB.
-        let (tx, rx) = mpsc::channel(1024);
+        let (tx, rx) = mpsc::unbounded_channel();
         let mut writer = sink::Writer::new(dir, settings.clone())?;
         let join = std::thread::Builder::new()
             .name("log-writer".into())
@@ -102,6 +108,7 @@ impl LogHandle {
         Ok((
             LogHandle {
                 tx,
+                room: Arc::new(tokio::sync::Semaphore::new(1024)),
                 timestamp: settings.timestamp.clone().into(),
                 max_line: settings.max_line,
             },
@@ -115,7 +122,7 @@ impl LogHandle {
 
     /// Records a daemon event; never blocks the caller (the actor).
     pub fn event(&self, service: Option<&str>, text: impl Into<String>) {
-        let _ = self.tx.try_send(LogMsg::Event {
+        let _ = self.tx.send(LogMsg::Event {
             service: service.map(str::to_string),
             ts: self.now(),
             text: text.into(),
@@ -124,7 +131,7 @@ impl LogHandle {
 
     pub async fn flush(&self) {
         let (tx, rx) = oneshot::channel();
-        if self.tx.send(LogMsg::Flush(tx)).await.is_ok() {
+        if self.tx.send(LogMsg::Flush(tx)).is_ok() {
             let _ = rx.await;
         }
     }

@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::sync::mpsc::error::SendTimeoutError;
 
 use super::{LogHandle, LogMsg, Stream};
 
@@ -54,7 +53,7 @@ impl Framer {
             start = end + 1;
         }
         self.buf.drain(..start);
-        while self.buf.len() >= max {
+        while self.buf.len() > max {
             let cut = utf8_cut(&self.buf, max);
             emit(&self.buf[..cut], self.continued);
             self.continued = true;
@@ -132,17 +131,23 @@ impl Sender<'_> {
             self.report_drops().await;
         }
         let count = lines.len() as u64;
-        let msg = LogMsg::Lines {
+        let room = self.logs.room.clone().acquire_owned();
+        let permit = match tokio::time::timeout(QUEUE_WAIT, room).await {
+            Ok(Ok(permit)) => permit,
+            // The writer is gone: the daemon is exiting.
+            Ok(Err(_)) => return,
+            Err(_) => {
+                self.dropped += count;
+                return;
+            }
+        };
+        let _ = self.logs.tx.send(LogMsg::Lines {
             service: self.service.clone(),
             stream: self.stream,
             ts: self.logs.now(),
             lines,
-        };
-        match self.logs.tx.send_timeout(msg, QUEUE_WAIT).await {
-            Ok(()) => {}
-            Err(SendTimeoutError::Timeout(_)) => self.dropped += count,
-            Err(SendTimeoutError::Closed(_)) => {}
-        }
+            _room: permit,
+        });
     }
 
     async fn report_drops(&mut self) {
@@ -154,7 +159,7 @@ impl Sender<'_> {
             stream: self.stream,
             count: self.dropped,
         };
-        if self.logs.tx.try_send(msg).is_ok() {
+        if self.logs.tx.send(msg).is_ok() {
             (self.on_drop)(self.dropped);
             self.dropped = 0;
         }

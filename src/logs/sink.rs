@@ -31,37 +31,46 @@ impl LogFile {
 
     fn write_line(&mut self, line: &str, settings: &LogSettings) -> std::io::Result<()> {
         let len = line.len() as u64 + 1;
-        if self.size > 0 && self.size + len > settings.max_size {
-            self.rotate(settings.keep)?;
-        }
+        let rotation = if self.size > 0 && self.size + len > settings.max_size {
+            self.rotate(settings.keep)
+        } else {
+            Ok(())
+        };
+        // A failed rotation is reported, but the line is still written.
         self.out.write_all(line.as_bytes())?;
         self.out.write_all(b"\n")?;
         self.size += len;
-        Ok(())
+        rotation
     }
 
     /// `x.log` → `x.log.1` → … → `x.log.KEEP`; the oldest falls off. Whole lines only:
     /// rotation happens between two writes.
     fn rotate(&mut self, keep: u32) -> std::io::Result<()> {
-        self.out.flush()?;
-        if keep == 0 {
-            let file = OpenOptions::new()
+        let _ = self.out.flush();
+        // Renames may fail (someone deleted or moved the file, a full disk): rotation then
+        // does what it can, and the file is reopened whatever happened, so writing goes on.
+        let shifted = if keep == 0 {
+            OpenOptions::new()
                 .create(true)
                 .write(true)
                 .truncate(true)
-                .open(&self.path)?;
-            drop(file);
+                .open(&self.path)
+                .map(drop)
         } else {
+            let mut res = Ok(());
             for i in (1..keep).rev() {
                 let from = rotated(&self.path, i);
                 if from.exists() {
-                    std::fs::rename(&from, rotated(&self.path, i + 1))?;
+                    res = res.and(std::fs::rename(&from, rotated(&self.path, i + 1)));
                 }
             }
-            std::fs::rename(&self.path, rotated(&self.path, 1))?;
-        }
+            match std::fs::rename(&self.path, rotated(&self.path, 1)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => res.and(Err(e)),
+                _ => res,
+            }
+        };
         *self = LogFile::open(self.path.clone())?;
-        Ok(())
+        shifted
     }
 }
 
@@ -98,7 +107,7 @@ impl Writer {
         })
     }
 
-    pub fn run(&mut self, mut rx: mpsc::Receiver<LogMsg>) {
+    pub fn run(&mut self, mut rx: mpsc::UnboundedReceiver<LogMsg>) {
         while let Some(msg) = rx.blocking_recv() {
             self.handle(msg);
             // Drain what is queued, then flush once: few syscalls under load, fresh files when idle.
@@ -133,6 +142,7 @@ impl Writer {
                 stream,
                 ts,
                 lines,
+                _room,
             } => {
                 let kind = stream.as_str();
                 // One buffer for every line: no allocation per line on the hot path.
@@ -176,7 +186,12 @@ impl Writer {
             }
             LogMsg::Tail { req, reply } => {
                 self.flush();
-                let lines = tail::read_tail(&self.dir, &req, &self.settings.timestamp);
+                let lines = tail::read_tail(
+                    &self.dir,
+                    &req,
+                    &self.settings.timestamp,
+                    self.settings.keep,
+                );
                 let follow = req.follow.then(|| self.followers.subscribe());
                 let _ = reply.send(TailReply { lines, follow });
             }

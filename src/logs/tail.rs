@@ -39,8 +39,19 @@ fn too_old(line: &str, since_ms: Option<u64>, fmt: &str) -> bool {
         return false;
     };
     let ts = &line[..space];
-    let Ok(t) = chrono::DateTime::parse_from_str(ts, fmt) else {
-        return false;
+    // With an offset in the format, parse it; without one, the time is local.
+    let t = match chrono::DateTime::parse_from_str(ts, fmt) {
+        Ok(t) => t.with_timezone(&chrono::Local),
+        Err(_) => {
+            use chrono::TimeZone;
+            let Ok(naive) = chrono::NaiveDateTime::parse_from_str(ts, fmt) else {
+                return false;
+            };
+            let Some(t) = chrono::Local.from_local_datetime(&naive).earliest() else {
+                return false;
+            };
+            t
+        }
     };
     let age = chrono::Local::now().signed_duration_since(t);
     age.num_milliseconds() > ms as i64
@@ -56,11 +67,15 @@ fn source(dir: &Path, req: &LogsRequest) -> PathBuf {
     }
 }
 
-pub fn read_tail(dir: &Path, req: &LogsRequest, fmt: &str) -> Vec<String> {
+/// The most lines one `lmctl logs` may ask for: the tail is read on the writer thread.
+pub const MAX_TAIL: usize = 100_000;
+
+pub fn read_tail(dir: &Path, req: &LogsRequest, fmt: &str, keep: u32) -> Vec<String> {
+    let want = req.lines.min(MAX_TAIL);
     let path = source(dir, req);
     let mut found: Vec<String> = Vec::new();
     // Newest file first; older rotations only while lines are missing.
-    for i in 0..=100u32 {
+    for i in 0..=keep {
         let p = if i == 0 {
             path.clone()
         } else {
@@ -81,11 +96,11 @@ pub fn read_tail(dir: &Path, req: &LogsRequest, fmt: &str) -> Vec<String> {
             .collect();
         chunk.append(&mut found);
         found = chunk;
-        if found.len() >= req.lines {
+        if found.len() >= want {
             break;
         }
     }
-    let skip = found.len().saturating_sub(req.lines);
+    let skip = found.len().saturating_sub(want);
     found.split_off(skip)
 }
 

@@ -14,6 +14,8 @@ use crate::spawn::tree::{members, MarkerCache, Proc, Snapshot, TreeIndex, TreeKe
 /// What the sampler needs to find one service's tree.
 #[derive(Debug, Clone)]
 pub struct Target {
+    /// The run this target belongs to; its sample carries it back.
+    pub run: Option<u64>,
     pub service: String,
     pub main_pid: Option<i32>,
     pub sessions: Vec<i32>,
@@ -22,6 +24,7 @@ pub struct Target {
 
 #[derive(Debug, Clone, Default)]
 pub struct Sample {
+    pub run: Option<u64>,
     pub service: String,
     pub memory_bytes: u64,
     /// "cgroup", "pss" or "rss".
@@ -93,6 +96,7 @@ impl Sampler {
         for t in targets {
             let pids = tree_of(&snap, &index, t);
             let mut s = Sample {
+                run: t.run,
                 service: t.service.clone(),
                 ..Default::default()
             };

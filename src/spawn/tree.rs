@@ -124,6 +124,14 @@ impl Snapshot {
     }
 }
 
+/// Our services run as our uid: other users' processes cannot carry our markers, and reading
+/// their environ (which takes the target's mm lock) could only stall us.
+fn owned_by_us(pid: i32) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let me = nix::unistd::geteuid().as_raw();
+    fs::metadata(format!("/proc/{pid}")).is_ok_and(|m| m.uid() == me)
+}
+
 /// Reads the env markers of a process; `None` when unreadable or absent.
 pub fn read_markers(pid: i32) -> Option<(String, String)> {
     let data = fs::read(format!("/proc/{pid}/environ")).ok()?;
@@ -150,7 +158,13 @@ impl MarkerCache {
     pub fn get(&mut self, p: &Proc) -> Option<&(String, String)> {
         self.seen
             .entry((p.pid, p.start_time))
-            .or_insert_with(|| read_markers(p.pid))
+            .or_insert_with(|| {
+                if owned_by_us(p.pid) {
+                    read_markers(p.pid)
+                } else {
+                    None
+                }
+            })
             .as_ref()
     }
 

@@ -291,6 +291,7 @@ impl Actor {
                     .values()
                     .filter(|s| s.state.run().is_some() || !s.sessions.is_empty())
                     .map(|s| Target {
+                        run: s.state.run().map(|r| r.id),
                         service: s.spec.name.clone(),
                         main_pid: s.state.run().map(|r| r.pid),
                         sessions: s.state.run().map(|r| vec![r.pid]).unwrap_or_default(),
@@ -327,6 +328,9 @@ impl Actor {
                 }
             }
             Msg::Terminate => self.begin_shutdown("signal"),
+            Msg::Reload if self.shutting_down => {
+                self.event(None, "SIGHUP ignored: the daemon is shutting down".into());
+            }
             Msg::Reload => {
                 let resp = self.reload();
                 if let Response::ConfigErrors { errors } = resp {
@@ -379,6 +383,17 @@ impl Actor {
         }
     }
 
+    /// A waiting service whose dependency is down (failed, exited or stopped) with nothing
+    /// bringing it back: it stays waiting, but that is settled, not "still starting".
+    fn blocked(&self, name: &str) -> bool {
+        self.services.get(name).is_some_and(|s| {
+            s.spec
+                .depends_on
+                .keys()
+                .any(|d| self.services.get(d).is_some_and(|d| d.state.is_down()))
+        })
+    }
+
     /// What a waiting service still waits for; empty when it may spawn.
     fn unmet(&self, name: &str) -> Vec<String> {
         let Some(s) = self.services.get(name) else {
@@ -410,6 +425,12 @@ impl Actor {
     /// met; during shutdown, stops services nothing running depends on.
     fn advance(&mut self) {
         if self.shutting_down {
+            // Nothing starts during a shutdown, whatever asked for it.
+            for svc in self.services.values_mut() {
+                if svc.state == State::Waiting {
+                    svc.state = State::Stopped;
+                }
+            }
             let names: Vec<String> = self.config.start_order.iter().rev().cloned().collect();
             for name in names {
                 let Some(s) = self.services.get(&name) else {
@@ -703,7 +724,7 @@ impl Actor {
             return;
         };
         if let State::Stopping { then: t, .. } = &mut s.state {
-            *t = then;
+            *t = merge_after_stop(t.clone(), then);
             return;
         }
         s.abort_tasks();
@@ -882,13 +903,15 @@ impl Actor {
                                 human(delay)
                             ),
                         );
-                        if delay.is_zero() {
+                        if delay.is_zero() && !uptime.is_zero() {
                             // No timer round trip: `advance` spawns it in this same turn.
                             if let Some(s) = self.services.get_mut(name) {
                                 s.state = State::Waiting;
                             }
                         } else {
-                            self.arm_timer(name, delay);
+                            // A start that failed at once (exec error) waits at least a
+                            // moment, so a zero backoff cannot spin the actor.
+                            self.arm_timer(name, delay.max(Duration::from_millis(100)));
                         }
                     }
                     Err(n) => {
@@ -976,6 +999,10 @@ impl Actor {
         let Some(run) = s.state.run().filter(|r| r.id == run_id) else {
             return;
         };
+        if matches!(s.state, State::Stopping { .. }) {
+            // The run is ending anyway; a late probe result must not change how.
+            return;
+        }
         let stamp = chrono::Local::now().format("%H:%M:%S%.3f");
         match (kind, result) {
             (ProbeKind::Ready, Ok(())) => {
@@ -1130,6 +1157,10 @@ impl Actor {
             let Some(s) = self.services.get_mut(&name) else {
                 continue;
             };
+            if sample.run != s.state.run().map(|r| r.id) {
+                // Measured for a run that has ended since: not this run's memory.
+                continue;
+            }
             let over = s.spec.max_memory.filter(|max| sample.memory_bytes > *max);
             let run = s.state.run();
             let live = matches!(
@@ -1276,6 +1307,7 @@ impl Actor {
                 .all(|s| {
                     s.state.is_ready()
                         || matches!(s.state, State::Failed | State::Exited | State::Stopped)
+                        || (s.state == State::Waiting && self.blocked(&s.spec.name))
                 });
             if settled {
                 self.ready_sent = true;
@@ -1671,6 +1703,20 @@ impl Actor {
                 Some(_) => diff.unchanged.push(name.clone()),
             }
         }
+        // A service removed by an earlier reload and still stopping is back: keep it.
+        for (name, spec) in &new.services {
+            if let Some(s) = self.services.get_mut(name) {
+                if let State::Stopping { then, .. } = &mut s.state {
+                    if *then == AfterStop::Remove {
+                        *then = if spec.autostart {
+                            AfterStop::Start
+                        } else {
+                            AfterStop::Idle
+                        };
+                    }
+                }
+            }
+        }
         let supervisor = self.config.supervisor.clone();
         let logs = self.config.logs.clone();
         self.config = Config {
@@ -1753,6 +1799,19 @@ impl Actor {
             ),
         );
         Response::Reload { diff }
+    }
+}
+
+/// What a stop already under way ends in, when something else asks for another ending.
+/// A removal stands; an automatic recovery (crash, probe, memory, watchdog) never overrides
+/// what a person asked for (stop or restart); otherwise the latest request wins.
+fn merge_after_stop(current: AfterStop, new: AfterStop) -> AfterStop {
+    match (&current, &new) {
+        (AfterStop::Remove, _) => current,
+        (AfterStop::Idle | AfterStop::Start, AfterStop::Recover { .. } | AfterStop::Exited) => {
+            current
+        }
+        _ => new,
     }
 }
 

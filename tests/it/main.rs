@@ -6,6 +6,7 @@ mod harness;
 mod chromium;
 mod config_errors;
 mod control;
+mod edges;
 mod env_exact;
 mod import_pm2;
 mod incidents;
