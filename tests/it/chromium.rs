@@ -161,9 +161,11 @@ stop_timeout = "5s"
             &format!("[{mode}] after SIGKILL of its main process"),
             &d,
         );
+        // Whether anything was left to reap depends on how fast Chromium's children notice
+        // their parent died; that nothing survives is what counts (asserted above).
         let events = d.events("browser").join("\n");
         assert!(
-            events.contains("reaped") && events.contains("leftover process(es) of its tree"),
+            events.contains(&format!("pid {main} exited with signal 9")),
             "[{mode}] {events}"
         );
     }
