@@ -42,6 +42,17 @@ const UPSERT_MYSQL: &str = "INSERT INTO ll_whatsapp_qr_sessions \
 const REVOKE: &str = "UPDATE ll_whatsapp_qr_sessions \
      SET enabled = 0, revoked_by = ?, revoked_at = ?, updated_at = ? WHERE cliente_id = ?";
 
+/// Runs the same sqlx expression on whichever pool this is. The two pool types differ, so
+/// one closure cannot take both; the expression is written once and compiled for each.
+macro_rules! on_pool {
+    ($db:expr, $p:ident => $body:expr) => {
+        match $db {
+            Db::Sqlite($p) => $body,
+            Db::MySql($p) => $body,
+        }
+    };
+}
+
 /// Repository over the QR authorization table.
 #[derive(Clone, Debug)]
 pub struct QrSessionRepository {
@@ -55,21 +66,9 @@ impl QrSessionRepository {
 
     /// The row for `cliente_id`, if any.
     pub async fn find(&self, cliente_id: i64) -> Result<Option<QrSessionRecord>, DbError> {
-        let row = match &self.db {
-            Db::Sqlite(p) => {
-                sqlx::query_as(SELECT_BY_CLIENTE)
-                    .bind(cliente_id)
-                    .fetch_optional(p)
-                    .await?
-            }
-            Db::MySql(p) => {
-                sqlx::query_as(SELECT_BY_CLIENTE)
-                    .bind(cliente_id)
-                    .fetch_optional(p)
-                    .await?
-            }
-        };
-        Ok(row)
+        Ok(on_pool!(&self.db, p => {
+            sqlx::query_as(SELECT_BY_CLIENTE).bind(cliente_id).fetch_optional(p).await?
+        }))
     }
 
     /// Inserts an enabled row or updates the existing one, clearing any revoke.
@@ -80,28 +79,21 @@ impl QrSessionRepository {
         expires_at: Option<DateTime<Utc>>,
         now: DateTime<Utc>,
     ) -> Result<QrSessionRecord, DbError> {
-        match &self.db {
-            Db::Sqlite(p) => {
-                sqlx::query(UPSERT_SQLITE)
-                    .bind(cliente_id)
-                    .bind(admin)
-                    .bind(expires_at)
-                    .bind(now)
-                    .bind(now)
-                    .execute(p)
-                    .await?;
-            }
-            Db::MySql(p) => {
-                sqlx::query(UPSERT_MYSQL)
-                    .bind(cliente_id)
-                    .bind(admin)
-                    .bind(expires_at)
-                    .bind(now)
-                    .bind(now)
-                    .execute(p)
-                    .await?;
-            }
-        }
+        // The dialects differ only here.
+        let sql = match &self.db {
+            Db::Sqlite(_) => UPSERT_SQLITE,
+            Db::MySql(_) => UPSERT_MYSQL,
+        };
+        on_pool!(&self.db, p => {
+            sqlx::query(sql)
+                .bind(cliente_id)
+                .bind(admin)
+                .bind(expires_at)
+                .bind(now)
+                .bind(now)
+                .execute(p)
+                .await?;
+        });
         self.find(cliente_id)
             .await?
             .ok_or(DbError::Query(sqlx::Error::RowNotFound))
@@ -117,26 +109,15 @@ impl QrSessionRepository {
         if self.find(cliente_id).await?.is_none() {
             return Ok(None);
         }
-        match &self.db {
-            Db::Sqlite(p) => {
-                sqlx::query(REVOKE)
-                    .bind(admin)
-                    .bind(now)
-                    .bind(now)
-                    .bind(cliente_id)
-                    .execute(p)
-                    .await?;
-            }
-            Db::MySql(p) => {
-                sqlx::query(REVOKE)
-                    .bind(admin)
-                    .bind(now)
-                    .bind(now)
-                    .bind(cliente_id)
-                    .execute(p)
-                    .await?;
-            }
-        }
+        on_pool!(&self.db, p => {
+            sqlx::query(REVOKE)
+                .bind(admin)
+                .bind(now)
+                .bind(now)
+                .bind(cliente_id)
+                .execute(p)
+                .await?;
+        });
         self.find(cliente_id).await
     }
 }
