@@ -27,20 +27,19 @@ pub fn ensure_daemon(config: &Path, socket: &Path) -> anyhow::Result<()> {
         return Ok(());
     }
     // Validate first, so errors reach the terminal instead of a log file.
-    if let Err(errors) = crate::config::load(config) {
-        for e in &errors {
-            eprintln!("{e}");
+    let cfg = match crate::config::load(config) {
+        Ok(c) => c,
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("{e}");
+            }
+            anyhow::bail!(
+                "the config has {} problem(s); fix them and run `lmctl start` again",
+                errors.len()
+            );
         }
-        anyhow::bail!(
-            "the config has {} problem(s); fix them and run `lmctl start` again",
-            errors.len()
-        );
-    }
-    let log_dir = socket.parent().unwrap_or(Path::new(".")).join("logs");
-    let cfg = crate::config::load(config).ok();
-    let log_dir = cfg
-        .map(|c| c.supervisor.state_dir.join("logs"))
-        .unwrap_or(log_dir);
+    };
+    let log_dir = cfg.supervisor.state_dir.join("logs");
     std::fs::create_dir_all(&log_dir)?;
     let out_path = log_dir.join("daemon.out");
     let out = std::fs::OpenOptions::new()
