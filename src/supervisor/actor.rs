@@ -1167,12 +1167,17 @@ impl Actor {
                 s.state,
                 State::Starting(_) | State::Running(_) | State::Ready(_) | State::Unhealthy(_)
             );
-            let mut top = sample.procs.clone();
-            top.sort_by_key(|p| std::cmp::Reverse(p.pss_bytes.unwrap_or(p.rss_bytes)));
             let used = sample.memory_bytes;
             let source = sample.memory_source;
+            let count = sample.procs.len();
+            // Only a memory restart needs the biggest processes: sort then, not every tick.
+            let top = (over.is_some() && live).then(|| {
+                let mut top = sample.procs.clone();
+                top.sort_by_key(|p| std::cmp::Reverse(p.pss_bytes.unwrap_or(p.rss_bytes)));
+                top
+            });
             s.sample = Some(sample);
-            if let (Some(max), Some(run), true) = (over, run, live) {
+            if let (Some(max), Some(run), Some(top)) = (over, run, top) {
                 let biggest: Vec<String> = top
                     .iter()
                     .take(3)
@@ -1188,7 +1193,7 @@ impl Actor {
                 let reason = format!(
                     "memory {} ({source}, {} processes) over max_memory {}; biggest: {}",
                     config::units::human_bytes(used),
-                    top.len(),
+                    count,
                     config::units::human_bytes(max),
                     biggest.join(", ")
                 );
