@@ -4,15 +4,18 @@
 mod launch;
 mod render;
 pub mod startup;
+mod wait;
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
 use crate::config;
 use crate::control::client::{self, ClientError};
-use crate::control::proto::{LogsRequest, Request, Response, ServiceStatus, StreamFilter};
+use crate::control::proto::{
+    ErrorCode, LogsRequest, Request, Response, ServiceStatus, StateName, StreamFilter,
+};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -37,8 +40,8 @@ pub enum Verb {
     Check(JsonFlag),
     /// Start the daemon if needed, then services (all autostart ones when none named).
     Start(StartArgs),
-    /// Stop services (all when none named).
-    Stop { services: Vec<String> },
+    /// Stop services (all when none named) and wait until their whole trees are gone.
+    Stop(StopArgs),
     /// Restart services (all when none named).
     Restart(StartArgs),
     /// Re-read the config and apply the difference.
@@ -96,6 +99,17 @@ pub struct StartArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct StopArgs {
+    pub services: Vec<String>,
+    /// Return at once instead of waiting until the process trees are gone.
+    #[arg(long)]
+    pub no_wait: bool,
+    /// How long to wait for the trees to be gone before giving up.
+    #[arg(long, default_value = "5m", value_parser = parse_dur)]
+    pub timeout: Duration,
+}
+
+#[derive(Args, Debug)]
 pub struct LogsArgs {
     pub service: Option<String>,
     #[arg(short = 'n', long = "lines", default_value_t = 50)]
@@ -118,7 +132,20 @@ fn parse_dur(s: &str) -> Result<Duration, String> {
 /// Outcome of a verb, mapped to the exit code by the binary.
 pub enum Outcome {
     Ok,
+    /// Exit 1: the operation failed.
     Failed,
+    /// Exit 3: `status` found a service in `failed` (as supervisorctl does).
+    ServiceFailed,
+}
+
+impl Outcome {
+    pub fn code(&self) -> i32 {
+        match self {
+            Outcome::Ok => 0,
+            Outcome::Failed => 1,
+            Outcome::ServiceFailed => 3,
+        }
+    }
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
@@ -130,7 +157,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Verb::Check(f) => check(&ctx, f.json),
         Verb::Start(a) => start(&ctx, a, false),
         Verb::Restart(a) => start(&ctx, a, true),
-        Verb::Stop { services } => simple(&ctx, Request::Stop { services }),
+        Verb::Stop(a) => stop(&ctx, a),
         Verb::Reload => reload(&ctx),
         Verb::Status(f) => status(&ctx, f.json),
         Verb::Logs(a) => logs(&ctx, a),
@@ -192,7 +219,7 @@ pub fn socket_from_config(path: &Path) -> anyhow::Result<PathBuf> {
 fn print_error(resp: &Response) -> bool {
     match resp {
         Response::Error { code, message } => {
-            eprintln!("lmctl: {message} [{code}]");
+            eprintln!("lmctl: {message} [{}]", code.as_str());
             true
         }
         Response::ConfigErrors { errors } => {
@@ -254,12 +281,56 @@ fn simple(ctx: &Ctx, req: Request) -> anyhow::Result<Outcome> {
     if print_error(&resp) {
         return Ok(Outcome::Failed);
     }
-    if let Response::Done { lines } = resp {
-        for l in lines {
-            println!("{l}");
-        }
+    if let Response::Outcomes { outcomes, warnings } = resp {
+        wait::print_outcomes(&outcomes, &warnings);
     }
     Ok(Outcome::Ok)
+}
+
+/// A service named that the daemon does not know: when the file on disk has it, the
+/// config was edited since the daemon loaded it.
+fn hint_unknown(ctx: &Ctx, resp: &Response, names: &[String]) {
+    let Response::Error {
+        code: ErrorCode::UnknownService,
+        ..
+    } = resp
+    else {
+        return;
+    };
+    if let Ok(disk) = config::load(&ctx.config) {
+        for n in names.iter().filter(|n| disk.services.contains_key(*n)) {
+            eprintln!(
+                "lmctl: `{n}` is in {} but the running daemon has not loaded it yet: run `lmctl reload` first",
+                ctx.config.display()
+            );
+        }
+    }
+}
+
+fn stop(ctx: &Ctx, a: StopArgs) -> anyhow::Result<Outcome> {
+    let socket = ctx.socket()?;
+    let resp = client::request(
+        &socket,
+        Request::Stop {
+            services: a.services.clone(),
+        },
+    )?;
+    if print_error(&resp) {
+        hint_unknown(ctx, &resp, &a.services);
+        return Ok(Outcome::Failed);
+    }
+    let Response::Outcomes { outcomes, warnings } = resp else {
+        anyhow::bail!("the daemon sent an unexpected answer to stop");
+    };
+    for w in &warnings {
+        eprintln!("{w}");
+    }
+    if a.no_wait {
+        wait::print_outcomes(&outcomes, &[]);
+        return Ok(Outcome::Ok);
+    }
+    let names: Vec<String> = outcomes.iter().map(|o| o.service.clone()).collect();
+    wait::until_stopped(&socket, &names, a.timeout)
 }
 
 fn start(ctx: &Ctx, a: StartArgs, restart: bool) -> anyhow::Result<Outcome> {
@@ -278,102 +349,18 @@ fn start(ctx: &Ctx, a: StartArgs, restart: bool) -> anyhow::Result<Outcome> {
     };
     let resp = client::request(&socket, req)?;
     if print_error(&resp) {
+        hint_unknown(ctx, &resp, &a.services);
         return Ok(Outcome::Failed);
     }
-    if let Response::Done { lines } = &resp {
-        for l in lines {
-            println!("{l}");
-        }
-    }
+    let Response::Outcomes { outcomes, warnings } = resp else {
+        anyhow::bail!("the daemon sent an unexpected answer");
+    };
+    wait::print_outcomes(&outcomes, &warnings);
     if a.no_wait {
         return Ok(Outcome::Ok);
     }
-    let names: Vec<String> = lines_services(&resp);
-    wait_ready(&socket, &names, a.timeout)
-}
-
-fn lines_services(resp: &Response) -> Vec<String> {
-    match resp {
-        Response::Done { lines } => lines
-            .iter()
-            .filter_map(|l| l.split(':').next().map(str::to_string))
-            .collect(),
-        _ => Vec::new(),
-    }
-}
-
-/// Polls status until every named service is ready (or running without readiness), or one
-/// has failed. Backoff means "still trying": keep waiting.
-fn wait_ready(socket: &Path, names: &[String], timeout: Duration) -> anyhow::Result<Outcome> {
-    let deadline = Instant::now() + timeout;
-    let mut last: Vec<(String, String)> = Vec::new();
-    loop {
-        let Response::Status { services } = client::request(socket, Request::Status)? else {
-            anyhow::bail!("unexpected answer to status");
-        };
-        let ours: Vec<&ServiceStatus> = services
-            .iter()
-            .filter(|s| names.contains(&s.name))
-            .collect();
-        let now: Vec<(String, String)> = ours
-            .iter()
-            .map(|s| (s.name.clone(), s.state.clone()))
-            .collect();
-        if now != last {
-            for s in &ours {
-                if !last.iter().any(|(n, st)| *n == s.name && *st == s.state) {
-                    let extra = if s.waiting_for.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" (waiting for {})", s.waiting_for.join(", "))
-                    };
-                    println!("  {:<20} {}{extra}", s.name, s.state);
-                }
-            }
-            last = now;
-        }
-        // A service waiting for a dependency that is down will not start by itself.
-        let blocked = |s: &ServiceStatus| {
-            s.waiting_for.iter().any(|w| {
-                ["(it is failed)", "(it is exited)", "(it is stopped)"]
-                    .iter()
-                    .any(|t| w.ends_with(t))
-            })
-        };
-        let failed: Vec<&&ServiceStatus> = ours
-            .iter()
-            .filter(|s| matches!(s.state.as_str(), "failed" | "exited" | "stopped") || blocked(s))
-            .collect();
-        if !failed.is_empty() {
-            for s in failed {
-                eprintln!(
-                    "lmctl: {} is {}: {}",
-                    s.name,
-                    s.state,
-                    s.last_error
-                        .clone()
-                        .or_else(|| blocked(s)
-                            .then(|| format!("waiting for {}", s.waiting_for.join(", "))))
-                        .unwrap_or_else(|| "no error recorded; see `lmctl logs`".into())
-                );
-            }
-            return Ok(Outcome::Failed);
-        }
-        if ours
-            .iter()
-            .all(|s| s.state == "ready" || s.state == "running")
-        {
-            return Ok(Outcome::Ok);
-        }
-        if Instant::now() > deadline {
-            eprintln!(
-                "lmctl: not ready after {}; see `lmctl status` and `lmctl logs`",
-                config::units::human_duration(timeout)
-            );
-            return Ok(Outcome::Failed);
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let names: Vec<String> = outcomes.iter().map(|o| o.service.clone()).collect();
+    wait::until_started(&socket, &names, a.timeout, &[])
 }
 
 fn reload(ctx: &Ctx) -> anyhow::Result<Outcome> {
@@ -414,8 +401,18 @@ fn status(ctx: &Ctx, json: bool) -> anyhow::Result<Outcome> {
         Response::Status { services } => Some(services),
         _ => None,
     };
-    read_verb(ctx, Request::Status, json, extract, |s| {
+    let mut any_failed = false;
+    let extract = |r| {
+        let s = extract(r)?;
+        any_failed = s.iter().any(|x: &ServiceStatus| x.state == StateName::Failed);
+        Some(s)
+    };
+    let out = read_verb(ctx, Request::Status, json, extract, |s| {
         render::status_table(s)
+    })?;
+    Ok(match out {
+        Outcome::Ok if any_failed => Outcome::ServiceFailed,
+        o => o,
     })
 }
 
@@ -502,15 +499,14 @@ fn ping(ctx: &Ctx, json: bool) -> anyhow::Result<Outcome> {
 
 fn shutdown(ctx: &Ctx) -> anyhow::Result<Outcome> {
     let socket = ctx.socket()?;
-    match client::request(&socket, Request::Shutdown) {
+    // Shutdown answers once every service has stopped: stop timeouts can add up.
+    match client::request_within(&socket, Request::Shutdown, Duration::from_secs(3600)) {
         Ok(resp) => {
             if print_error(&resp) {
                 return Ok(Outcome::Failed);
             }
-            if let Response::Done { lines } = resp {
-                for l in lines {
-                    println!("{l}");
-                }
+            if let Response::ShutDown = resp {
+                println!("all services stopped; daemon exited");
             }
             Ok(Outcome::Ok)
         }

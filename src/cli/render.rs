@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::config::units::{human_bytes, human_duration};
 use crate::config::EnvSource;
-use crate::control::proto::{EnvEntry, ReloadDiff, ServiceDetail, ServiceStatus};
+use crate::control::proto::{EnvEntry, ReloadDiff, ServiceDetail, ServiceStatus, StateName};
 
 pub fn status_table(services: &[ServiceStatus]) -> String {
     let mut out = String::new();
@@ -42,7 +42,7 @@ pub fn status_table(services: &[ServiceStatus]) -> String {
             );
         }
         if let Some(e) = &s.last_error {
-            if s.state != "ready" && s.state != "running" || s.restarts > 0 {
+            if !matches!(s.state, StateName::Ready | StateName::Running) || s.restarts > 0 {
                 let _ = writeln!(out, "  last error: {e}");
             }
         }

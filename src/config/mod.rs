@@ -620,6 +620,7 @@ impl<'a> Validator<'a> {
             stop_exit_codes: svc.stop_exit_codes.unwrap_or_default(),
             backoff,
             min_uptime: self.duration(&svc.min_uptime, Duration::from_secs(10)),
+            start_grace: self.duration(&svc.start_grace, Duration::from_secs(1)),
             max_restarts: svc.max_restarts.unwrap_or(5),
             max_memory,
             stop_signal,

@@ -157,6 +157,9 @@ pub struct ServiceSpec {
     pub backoff: BackoffSpec,
     #[serde(with = "dur")]
     pub min_uptime: Duration,
+    /// Without a readiness check, how long a new process must stay up to count as started.
+    #[serde(with = "dur")]
+    pub start_grace: Duration,
     pub max_restarts: u32,
     pub max_memory: Option<u64>,
     pub stop_signal: String,

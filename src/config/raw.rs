@@ -99,6 +99,7 @@ pub struct RawService {
     pub stop_exit_codes: Option<Vec<i32>>,
     pub backoff: Option<RawBackoff>,
     pub min_uptime: Option<Spanned<String>>,
+    pub start_grace: Option<Spanned<String>>,
     pub max_restarts: Option<u32>,
     pub max_memory: Option<Spanned<String>>,
     pub stop_signal: Option<Spanned<String>>,

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{Diagnostic, EnvSource};
 
 /// Bumped on any incompatible change; the daemon refuses other versions with a clear error.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 /// A request line longer than this is refused without being parsed.
 pub const MAX_REQUEST: usize = 64 * 1024;
 
@@ -85,10 +85,13 @@ pub enum Response {
     Status {
         services: Vec<ServiceStatus>,
     },
-    /// A verb that changes things: one line per service it touched.
-    Done {
-        lines: Vec<String>,
+    /// A verb that changes things: one outcome per service it touched, plus warnings.
+    Outcomes {
+        outcomes: Vec<Outcome>,
+        warnings: Vec<String>,
     },
+    /// Every service stopped and the daemon exited (the answer to `shutdown`).
+    ShutDown,
     Reload {
         diff: ReloadDiff,
     },
@@ -103,7 +106,7 @@ pub enum Response {
         line: String,
     },
     Error {
-        code: String,
+        code: ErrorCode,
         message: String,
     },
     ConfigErrors {
@@ -112,9 +115,9 @@ pub enum Response {
 }
 
 impl Response {
-    pub fn error(code: &str, message: impl Into<String>) -> Self {
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
         Response::Error {
-            code: code.to_string(),
+            code,
             message: message.into(),
         }
     }
@@ -145,8 +148,7 @@ impl std::fmt::Display for ExitInfo {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ServiceStatus {
     pub name: String,
-    /// stopped, starting, running, ready, unhealthy, stopping, backoff, failed, exited
-    pub state: String,
+    pub state: StateName,
     pub pid: Option<i32>,
     pub uptime_ms: u64,
     pub restarts: u32,
@@ -154,20 +156,28 @@ pub struct ServiceStatus {
     pub cpu_percent: f64,
     pub memory_bytes: u64,
     pub processes: u32,
-    /// unknown, healthy, unhealthy
-    pub health: String,
+    pub health: Health,
     pub last_error: Option<String>,
     pub log_dropped: u64,
     /// Dependencies a starting service still waits for, with their condition.
     pub waiting_for: Vec<String>,
     /// The latest `STATUS=` a notify service sent.
     pub status_text: Option<String>,
-    /// How the process tree is found: "cgroup" or "group+markers".
-    pub tree: String,
-    /// How `memory_bytes` was measured: "cgroup", "pss" or "rss".
-    pub memory_source: String,
+    /// How the process tree is found.
+    pub tree: TreeKind,
+    /// How `memory_bytes` was measured.
+    pub memory_source: MemorySource,
     /// Milliseconds until the next start attempt, in `backoff`.
     pub backoff_ms: Option<u64>,
+    /// Why the latest automatic restart happened.
+    #[serde(default)]
+    pub last_restart_reason: Option<RestartReason>,
+    /// How the latest stop went: how long it took and whether SIGKILL was needed.
+    #[serde(default)]
+    pub last_stop: Option<StopReport>,
+    /// Whether the service has a health probe (`health` is meaningless without one).
+    #[serde(default)]
+    pub has_health: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
@@ -207,6 +217,201 @@ pub struct ServiceDetail {
     pub exits: Vec<String>,
     pub probes: Vec<String>,
     pub events: Vec<String>,
+}
+
+/// The states of `status --json`, as DESIGN.md names them.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum StateName {
+    Stopped,
+    Starting,
+    Running,
+    Ready,
+    Unhealthy,
+    Stopping,
+    Backoff,
+    Failed,
+    Exited,
+}
+
+impl StateName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StateName::Stopped => "stopped",
+            StateName::Starting => "starting",
+            StateName::Running => "running",
+            StateName::Ready => "ready",
+            StateName::Unhealthy => "unhealthy",
+            StateName::Stopping => "stopping",
+            StateName::Backoff => "backoff",
+            StateName::Failed => "failed",
+            StateName::Exited => "exited",
+        }
+    }
+
+    /// Not running and nothing will start it by itself.
+    pub fn is_down(self) -> bool {
+        matches!(
+            self,
+            StateName::Stopped | StateName::Failed | StateName::Exited
+        )
+    }
+}
+
+impl std::fmt::Display for StateName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum Health {
+    Unknown,
+    Healthy,
+    Unhealthy,
+}
+
+impl Health {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::Unknown => "unknown",
+            Health::Healthy => "healthy",
+            Health::Unhealthy => "unhealthy",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+pub enum TreeKind {
+    #[serde(rename = "cgroup")]
+    Cgroup,
+    #[serde(rename = "group+markers")]
+    GroupMarkers,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum MemorySource {
+    Cgroup,
+    #[default]
+    Pss,
+    Rss,
+}
+
+impl MemorySource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MemorySource::Cgroup => "cgroup",
+            MemorySource::Pss => "pss",
+            MemorySource::Rss => "rss",
+        }
+    }
+}
+
+impl std::fmt::Display for MemorySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// Why an automatic restart happened (the `reason` label of the restart metrics).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum RestartReason {
+    /// The process exited (or could not be spawned, or was not ready in time).
+    Crash,
+    Memory,
+    Health,
+    Watchdog,
+    User,
+}
+
+impl RestartReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RestartReason::Crash => "crash",
+            RestartReason::Memory => "memory",
+            RestartReason::Health => "health",
+            RestartReason::Watchdog => "watchdog",
+            RestartReason::User => "user",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StopReport {
+    pub took_ms: u64,
+    pub sigkill: bool,
+}
+
+/// Error codes of `Response::Error`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ErrorCode {
+    UnknownService,
+    ShuttingDown,
+    BadSignal,
+    NotRunning,
+    SignalFailed,
+    BadRequest,
+    Timeout,
+    RequestTooLarge,
+    VersionMismatch,
+    PermissionDenied,
+    Busy,
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> String {
+        serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default()
+    }
+}
+
+impl std::fmt::Display for TreeKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(match self {
+            TreeKind::Cgroup => "cgroup",
+            TreeKind::GroupMarkers => "group+markers",
+        })
+    }
+}
+
+impl std::fmt::Display for Health {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// What a verb did to one service.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum OutcomeKind {
+    /// Start asked for: it is starting (the client then waits for ready).
+    Starting,
+    /// It was already up or on its way: nothing changed.
+    AlreadyUp,
+    Restarting,
+    /// Stop signal sent (the client then waits until the tree is gone).
+    Stopping,
+    /// It was not running: now stopped.
+    Stopped,
+    AlreadyStopped,
+    /// A signal was delivered to its main process.
+    Signalled,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Outcome {
+    pub service: String,
+    pub outcome: OutcomeKind,
+    /// The state the service was in when the verb found it.
+    pub was: StateName,
+    pub detail: Option<String>,
 }
 
 /// Keys masked by `lmctl env` unless `--reveal`.

@@ -7,7 +7,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 
-use super::proto::{Envelope, LogsRequest, Request, Response, MAX_REQUEST, PROTOCOL_VERSION};
+use super::proto::{Envelope, ErrorCode, LogsRequest, Request, Response, MAX_REQUEST, PROTOCOL_VERSION};
 use crate::logs::{tail, LogHandle, LogMsg};
 use crate::supervisor::Msg;
 
@@ -46,8 +46,7 @@ async fn handle(
     let me = nix::unistd::geteuid().as_raw();
     let uid = stream.peer_cred().map(|c| c.uid()).unwrap_or(u32::MAX);
     if uid != 0 && uid != me {
-        let resp = Response::error(
-            "PERMISSION_DENIED",
+        let resp = Response::error(ErrorCode::PermissionDenied,
             format!("uid {uid} may not control this daemon: run lmctl as root or as uid {me}, the daemon's owner"),
         );
         return write(&mut stream, &resp).await;
@@ -59,16 +58,13 @@ async fn handle(
         tokio::time::timeout(REQUEST_TIMEOUT, reader.read_until(b'\n', &mut buf)).await
     };
     let resp = match read {
-        Err(_) => Some(Response::error(
-            "TIMEOUT",
+        Err(_) => Some(Response::error(ErrorCode::Timeout,
             "no complete request line within 5s",
         )),
-        Ok(Err(e)) => Some(Response::error(
-            "BAD_REQUEST",
+        Ok(Err(e)) => Some(Response::error(ErrorCode::BadRequest,
             format!("cannot read the request: {e}"),
         )),
-        Ok(Ok(_)) if buf.len() > MAX_REQUEST => Some(Response::error(
-            "REQUEST_TOO_LARGE",
+        Ok(Ok(_)) if buf.len() > MAX_REQUEST => Some(Response::error(ErrorCode::RequestTooLarge,
             format!("a request may be at most {MAX_REQUEST} bytes"),
         )),
         Ok(Ok(0)) => return Ok(()),
@@ -85,18 +81,16 @@ async fn handle(
                 .ok()
                 .and_then(|v| v.get("version")?.as_u64());
             let resp = match version {
-                Some(v) if v != u64::from(PROTOCOL_VERSION) => Response::error(
-                    "VERSION_MISMATCH",
+                Some(v) if v != u64::from(PROTOCOL_VERSION) => Response::error(ErrorCode::VersionMismatch,
                     format!("client speaks protocol {v}, the daemon {PROTOCOL_VERSION}: use the lmctl that came with this daemon"),
                 ),
-                _ => Response::error("BAD_REQUEST", format!("malformed request: {e}")),
+                _ => Response::error(ErrorCode::BadRequest, format!("malformed request: {e}")),
             };
             return write(&mut stream, &resp).await;
         }
     };
     if env.version != PROTOCOL_VERSION {
-        let resp = Response::error(
-            "VERSION_MISMATCH",
+        let resp = Response::error(ErrorCode::VersionMismatch,
             format!("client speaks protocol {}, the daemon {PROTOCOL_VERSION}: use the lmctl that came with this daemon", env.version),
         );
         return write(&mut stream, &resp).await;
@@ -105,11 +99,15 @@ async fn handle(
         Request::Logs(req) => serve_logs(stream, req, actor, logs).await,
         req => {
             let (tx, rx) = oneshot::channel();
-            let resp = if actor.send(Msg::Request { req, reply: tx }).is_err() {
-                Response::error("SHUTTING_DOWN", "the daemon is shutting down")
+            let resp = if actor.send(Msg::Request {
+                req,
+                reply: tx,
+                uid: Some(uid),
+            }).is_err() {
+                Response::error(ErrorCode::ShuttingDown, "the daemon is shutting down")
             } else {
                 rx.await.unwrap_or_else(|_| {
-                    Response::error("SHUTTING_DOWN", "the daemon is shutting down")
+                    Response::error(ErrorCode::ShuttingDown, "the daemon is shutting down")
                 })
             };
             write(&mut stream, &resp).await
@@ -129,7 +127,7 @@ async fn serve_logs(
         if !rx.await.unwrap_or(false) {
             return write(
                 &mut stream,
-                &Response::error("UNKNOWN_SERVICE", format!("no service named `{svc}`")),
+                &Response::error(ErrorCode::UnknownService, format!("no service named `{svc}`")),
             )
             .await;
         }
@@ -145,7 +143,7 @@ async fn serve_logs(
     {
         return write(
             &mut stream,
-            &Response::error("SHUTTING_DOWN", "the log writer has stopped"),
+            &Response::error(ErrorCode::ShuttingDown, "the log writer has stopped"),
         )
         .await;
     }

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crate::control::proto::ProcInfo;
+use crate::control::proto::{MemorySource, ProcInfo};
 use crate::spawn::kill::signal_checked;
 use crate::spawn::tree::{members, MarkerCache, Proc, Snapshot, TreeIndex, TreeKey};
 
@@ -22,13 +22,12 @@ pub struct Target {
     pub cgroup: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Sample {
     pub run: Option<u64>,
     pub service: String,
     pub memory_bytes: u64,
-    /// "cgroup", "pss" or "rss".
-    pub memory_source: &'static str,
+    pub memory_source: MemorySource,
     pub rss_bytes: u64,
     pub pss_bytes: u64,
     pub cgroup_bytes: Option<u64>,
@@ -137,8 +136,8 @@ impl Sampler {
             }
             s.cgroup_bytes = t.cgroup.as_deref().and_then(cgroup::memory_bytes);
             (s.memory_bytes, s.memory_source) = match s.cgroup_bytes {
-                Some(b) => (b, "cgroup"),
-                None => (s.pss_bytes, "pss"),
+                Some(b) => (b, MemorySource::Cgroup),
+                None => (s.pss_bytes, MemorySource::Pss),
             };
             if elapsed > 0.0 {
                 s.cpu_percent = (cpu_ticks as f64 / hz) / elapsed * 100.0;

@@ -23,6 +23,15 @@ pub struct Spawned {
     pub pid: i32,
     /// The exact environment the process got, with sources, for `lmctl env`.
     pub env: BTreeMap<String, EnvVar>,
+    /// Why the child may not have joined its cgroup, when known on this side.
+    pub cgroup_error: Option<String>,
+}
+
+/// Fault injection for tests: `LMSUP_FAILPOINTS=cgroup-join` in the daemon's environment
+/// makes every child skip joining its cgroup, as a failed `cgroup.procs` write would. The
+/// fallback it exercises is the real one.
+fn failpoint(name: &str) -> bool {
+    std::env::var("LMSUP_FAILPOINTS").is_ok_and(|v| v.split(',').any(|f| f.trim() == name))
 }
 
 /// What the supervisor adds to a spawn beyond the service's spec.
@@ -77,7 +86,8 @@ pub fn spawn(spec: &ServiceSpec, extras: &SpawnExtras<'_>) -> Result<Spawned, St
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(false);
-    let cgroup_procs = extras.cgroup.map(|c| {
+    let skip_join = failpoint("cgroup-join");
+    let cgroup_procs = extras.cgroup.filter(|_| !skip_join).map(|c| {
         let mut p = c.join("cgroup.procs").into_os_string().into_encoded_bytes();
         p.push(0);
         p
@@ -131,5 +141,10 @@ pub fn spawn(spec: &ServiceSpec, extras: &SpawnExtras<'_>) -> Result<Spawned, St
         .id()
         .map(|p| p as i32)
         .ok_or("the child exited before its pid was known")?;
-    Ok(Spawned { child, pid, env })
+    Ok(Spawned {
+        child,
+        pid,
+        env,
+        cgroup_error: skip_join.then(|| "skipped by the cgroup-join failpoint".to_string()),
+    })
 }

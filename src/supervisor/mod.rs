@@ -1,8 +1,19 @@
-//! The one task that owns all service state (`actor`), its per-service state machine
-//! (`state`), and the messages everything else sends it.
+//! The supervisor core. `machine` (with `requests`, `reload`) is pure: every decision,
+//! no I/O. `state` holds the per-service state and the transition table; `action` and
+//! `event` what the machine asks for and reports; `view` the read-only answers. `actor` is
+//! the one task that owns the state, feeds the machine and carries out its actions.
 
+pub mod action;
 pub mod actor;
+pub mod event;
+pub mod machine;
+pub mod reload;
+pub mod requests;
 pub mod state;
+pub mod view;
+
+#[cfg(test)]
+mod machine_tests;
 
 use tokio::sync::oneshot;
 
@@ -10,7 +21,8 @@ use crate::control::proto::{ExitInfo, Request, Response};
 use crate::probe::notify::NotifyMessage;
 use crate::resources::{Sample, Target};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ProbeKind {
     Ready,
     Health,
@@ -22,6 +34,8 @@ pub enum Msg {
     Request {
         req: Request,
         reply: oneshot::Sender<Response>,
+        /// The requesting peer's uid, for the event history.
+        uid: Option<u32>,
     },
     Exited {
         service: String,
@@ -46,7 +60,7 @@ pub enum Msg {
     TreeClean {
         service: String,
         run: u64,
-        killed: Vec<(i32, String)>,
+        killed: Vec<String>,
     },
     SampleTargets(oneshot::Sender<Vec<Target>>),
     Samples(Vec<Sample>),
@@ -60,6 +74,15 @@ pub enum Msg {
     Terminate,
     /// SIGHUP to the daemon.
     Reload,
+    /// A config loaded off the actor for a reload (`reply` when lmctl asked).
+    ReloadLoaded {
+        result: Result<Box<crate::config::Config>, Vec<crate::config::Diagnostic>>,
+        reply: Option<oneshot::Sender<Response>>,
+    },
+    /// Leftovers of an earlier daemon are gone: services may start.
+    StaleReaped {
+        events: Vec<event::Event>,
+    },
     /// The systemd watchdog task checks the actor is alive.
     Alive(oneshot::Sender<()>),
     /// Does this service exist (for `logs`)?

@@ -1,24 +1,55 @@
-//! Per-service state: data lives in the variant that needs it (a pid only while a process
-//! runs, a retry time only in backoff). Pure decisions live here too, tested without
-//! processes.
+//! Per-service state: data lives in the variant that needs it (a run only while a process
+//! exists, a retry time only in backoff), and run-scoped data (health, probe error, status
+//! text, the latest sample) lives in the [`Run`], so it cannot survive into the next run.
+//! Every state write goes through [`Svc::set`], checked against [`allowed`].
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use crate::config::RestartPolicy;
-use crate::control::proto::ExitInfo;
+use crate::config::{EnvVar, RestartPolicy, ServiceSpec};
+use crate::control::proto::{ExitInfo, Health, RestartReason, StateName, TreeKind};
+use crate::resources::Sample;
 
-/// One spawned process of a service.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// One spawned process of a service and everything that is only true while it lives.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Run {
     pub id: u64,
     pub pid: i32,
+    /// The process's start time in clock ticks (`/proc/PID/stat` field 22): signals go
+    /// through a pidfd checked against it, so a recycled pid is never hit.
+    pub start_ticks: u64,
     pub started: Instant,
+    /// How the tree of this run is found (a failed cgroup join falls back to markers).
+    pub tree: TreeKind,
+    pub health: Health,
+    pub health_fails: u32,
+    pub probe_error: Option<String>,
+    pub status_text: Option<String>,
+    pub sample: Option<Sample>,
 }
 
-/// What to do once a stop (requested or not) has finished and the tree is gone.
+impl Run {
+    pub fn new(id: u64, pid: i32, start_ticks: u64, started: Instant, tree: TreeKind) -> Run {
+        Run {
+            id,
+            pid,
+            start_ticks,
+            started,
+            tree,
+            health: Health::Unknown,
+            health_fails: 0,
+            probe_error: None,
+            status_text: None,
+            sample: None,
+        }
+    }
+}
+
+/// Why a run is being ended on purpose or ended on its own: what happens once its tree is
+/// gone. Several intents may meet on one stop; [`merge_after_stop`] decides which stands.
 #[derive(Debug, Clone, PartialEq)]
 pub enum AfterStop {
-    /// Stay stopped.
+    /// Stay stopped (a person asked, or the daemon shuts down).
     Idle,
     /// Start again (a user restart, or a start asked for while stopping).
     Start,
@@ -29,9 +60,23 @@ pub enum AfterStop {
     /// The run ended on its own or was ended for a reason: restart per policy and backoff.
     Recover {
         reason: String,
+        why: RestartReason,
         failed_start: bool,
         uptime: Duration,
     },
+}
+
+/// What a stop already under way ends in, when something else asks for another ending.
+/// The one rule: a removal stands; an automatic recovery (crash, probe, memory, watchdog)
+/// never overrides what a person asked for (stop or restart); otherwise the latest wins.
+pub fn merge_after_stop(current: AfterStop, new: AfterStop) -> AfterStop {
+    match (&current, &new) {
+        (AfterStop::Remove, _) => current,
+        (AfterStop::Idle | AfterStop::Start, AfterStop::Recover { .. } | AfterStop::Exited) => {
+            current
+        }
+        _ => new,
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -39,9 +84,11 @@ pub enum State {
     Stopped,
     /// Start asked for; waiting for dependencies (shown as `starting`).
     Waiting,
-    /// Spawned; waiting for its ready signal or probe.
+    /// The spawn of run `run` is being carried out (shown as `starting`).
+    Spawning { run: u64 },
+    /// Spawned; waiting for its ready signal or probe, or for its start grace to pass.
     Starting(Run),
-    /// Up, with no readiness configured.
+    /// Up, with no readiness configured, past its start grace.
     Running(Run),
     Ready(Run),
     /// Failing its health probe, and its policy does not restart it.
@@ -51,6 +98,9 @@ pub enum State {
     Stopping {
         run: Option<Run>,
         then: AfterStop,
+        since: Instant,
+        /// SIGKILL was needed.
+        sigkill: bool,
     },
     Backoff {
         until: Instant,
@@ -59,28 +109,113 @@ pub enum State {
     Exited,
 }
 
+/// The variants of [`State`] without their data: what the transition table speaks of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    Stopped,
+    Waiting,
+    Spawning,
+    Starting,
+    Running,
+    Ready,
+    Unhealthy,
+    Stopping,
+    Backoff,
+    Failed,
+    Exited,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 11] = [
+        Kind::Stopped,
+        Kind::Waiting,
+        Kind::Spawning,
+        Kind::Starting,
+        Kind::Running,
+        Kind::Ready,
+        Kind::Unhealthy,
+        Kind::Stopping,
+        Kind::Backoff,
+        Kind::Failed,
+        Kind::Exited,
+    ];
+}
+
+/// The transition table. Everything not listed is a bug in the machine.
+pub fn allowed(from: Kind, to: Kind) -> bool {
+    use Kind::*;
+    match from {
+        Stopped | Failed | Exited => matches!(to, Waiting | Stopped | Stopping),
+        Waiting => matches!(to, Spawning | Stopped | Stopping),
+        Spawning => matches!(to, Starting | Running | Backoff | Failed | Stopped),
+        Starting => matches!(to, Running | Ready | Stopping),
+        Running => matches!(to, Stopping | Unhealthy | Running),
+        Ready => matches!(to, Unhealthy | Stopping | Ready),
+        Unhealthy => matches!(to, Ready | Stopping),
+        // Stopping → Stopping: the main process died, leftovers are being reaped.
+        Stopping => matches!(to, Stopping | Stopped | Exited | Waiting | Backoff | Failed),
+        Backoff => matches!(to, Waiting | Stopped | Stopping),
+    }
+}
+
 impl State {
-    pub fn name(&self) -> &'static str {
+    pub fn kind(&self) -> Kind {
         match self {
-            State::Stopped => "stopped",
-            State::Waiting | State::Starting(_) => "starting",
-            State::Running(_) => "running",
-            State::Ready(_) => "ready",
-            State::Unhealthy(_) => "unhealthy",
-            State::Stopping { .. } => "stopping",
-            State::Backoff { .. } => "backoff",
-            State::Failed => "failed",
-            State::Exited => "exited",
+            State::Stopped => Kind::Stopped,
+            State::Waiting => Kind::Waiting,
+            State::Spawning { .. } => Kind::Spawning,
+            State::Starting(_) => Kind::Starting,
+            State::Running(_) => Kind::Running,
+            State::Ready(_) => Kind::Ready,
+            State::Unhealthy(_) => Kind::Unhealthy,
+            State::Stopping { .. } => Kind::Stopping,
+            State::Backoff { .. } => Kind::Backoff,
+            State::Failed => Kind::Failed,
+            State::Exited => Kind::Exited,
+        }
+    }
+
+    pub fn name(&self) -> StateName {
+        match self {
+            State::Stopped => StateName::Stopped,
+            State::Waiting | State::Spawning { .. } | State::Starting(_) => StateName::Starting,
+            State::Running(_) => StateName::Running,
+            State::Ready(_) => StateName::Ready,
+            State::Unhealthy(_) => StateName::Unhealthy,
+            State::Stopping { .. } => StateName::Stopping,
+            State::Backoff { .. } => StateName::Backoff,
+            State::Failed => StateName::Failed,
+            State::Exited => StateName::Exited,
         }
     }
 
     /// The live process, if any.
-    pub fn run(&self) -> Option<Run> {
+    pub fn run(&self) -> Option<&Run> {
         match self {
             State::Starting(r) | State::Running(r) | State::Ready(r) | State::Unhealthy(r) => {
-                Some(*r)
+                Some(r)
             }
-            State::Stopping { run, .. } => *run,
+            State::Stopping { run, .. } => run.as_ref(),
+            _ => None,
+        }
+    }
+
+    pub fn run_mut(&mut self) -> Option<&mut Run> {
+        match self {
+            State::Starting(r) | State::Running(r) | State::Ready(r) | State::Unhealthy(r) => {
+                Some(r)
+            }
+            State::Stopping { run, .. } => run.as_mut(),
+            _ => None,
+        }
+    }
+
+    /// A live run that is not being stopped.
+    pub fn live(&self) -> Option<&Run> {
+        match self {
+            State::Starting(r) | State::Running(r) | State::Ready(r) | State::Unhealthy(r) => {
+                Some(r)
+            }
             _ => None,
         }
     }
@@ -93,6 +228,91 @@ impl State {
     /// Up in the sense of `depends_on = "ready"`: ready, or running without readiness.
     pub fn is_ready(&self) -> bool {
         matches!(self, State::Ready(_) | State::Running(_))
+    }
+}
+
+/// Everything the machine knows about one service. Pure data: no tasks, no handles.
+#[derive(Debug, Clone)]
+pub struct Svc {
+    pub spec: ServiceSpec,
+    state: State,
+    /// Id of the latest run; events of other runs are stale.
+    pub runs: u64,
+    /// Token of the one pending timer; a timer firing with another token is stale.
+    pub timer: u64,
+    /// Automatic restarts since the last start a user asked for.
+    pub restarts: u32,
+    /// Failed runs in a row (reset by a run that lasted `min_uptime`).
+    pub streak: u32,
+    pub last_exit: Option<ExitInfo>,
+    pub last_error: Option<String>,
+    pub last_restart: Option<RestartReason>,
+    /// How the latest finished stop went: milliseconds and whether SIGKILL was needed.
+    pub last_stop: Option<(u64, bool)>,
+    pub log_dropped: u64,
+    /// The environment the latest run really got.
+    pub spawned_env: BTreeMap<String, EnvVar>,
+    /// Transitions the table refused (a bug if ever non-zero; tests assert on it).
+    pub refused: u32,
+}
+
+impl Svc {
+    pub fn new(spec: ServiceSpec) -> Svc {
+        Svc {
+            spec,
+            state: State::Stopped,
+            runs: 0,
+            timer: 0,
+            restarts: 0,
+            streak: 0,
+            last_exit: None,
+            last_error: None,
+            last_restart: None,
+            last_stop: None,
+            log_dropped: 0,
+            spawned_env: BTreeMap::new(),
+            refused: 0,
+        }
+    }
+
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    /// The one door to a state change: checked against [`allowed`]. A refused transition
+    /// is a bug: it asserts in debug builds and is logged (and counted) in release.
+    pub fn set(&mut self, to: State) -> bool {
+        let (from, kind) = (self.state.kind(), to.kind());
+        if !allowed(from, kind) {
+            self.refused += 1;
+            tracing::error!(
+                service = %self.spec.name,
+                "bug: transition {from:?} -> {kind:?} is not in the table; ignored"
+            );
+            debug_assert!(false, "transition {from:?} -> {kind:?} not allowed");
+            return false;
+        }
+        self.state = to;
+        true
+    }
+
+    pub fn run_mut(&mut self) -> Option<&mut Run> {
+        self.state.run_mut()
+    }
+
+    /// Marks a stop under way as one that needed SIGKILL.
+    pub fn mark_sigkill(&mut self) {
+        if let State::Stopping { sigkill, .. } = &mut self.state {
+            *sigkill = true;
+        }
+    }
+
+    /// Mutable access to the end of a stop under way (merging intents).
+    pub fn stopping_then(&mut self) -> Option<&mut AfterStop> {
+        match &mut self.state {
+            State::Stopping { then, .. } => Some(then),
+            _ => None,
+        }
     }
 }
 
@@ -186,18 +406,55 @@ mod tests {
             .collect();
         assert_eq!(delays, vec![100, 200, 400]);
         assert_eq!(next_restart(&mut streak, false, quick, min, 3, &b), Err(4));
-        // A long run resets the count.
         let mut streak = 2;
         assert_eq!(
             next_restart(&mut streak, false, min, min, 3, &b),
             Ok(Duration::from_millis(100))
         );
         assert_eq!(streak, 0);
-        // A failed start always counts, however long it took.
         assert_eq!(
             next_restart(&mut streak, true, min * 2, min, 3, &b),
             Ok(Duration::from_millis(100))
         );
         assert_eq!(streak, 1);
+    }
+
+    #[test]
+    fn merge_rule() {
+        let recover = AfterStop::Recover {
+            reason: "x".into(),
+            why: RestartReason::Crash,
+            failed_start: false,
+            uptime: Duration::ZERO,
+        };
+        assert_eq!(
+            merge_after_stop(AfterStop::Remove, AfterStop::Start),
+            AfterStop::Remove
+        );
+        assert_eq!(
+            merge_after_stop(AfterStop::Idle, recover.clone()),
+            AfterStop::Idle
+        );
+        assert_eq!(
+            merge_after_stop(AfterStop::Start, AfterStop::Exited),
+            AfterStop::Start
+        );
+        assert_eq!(
+            merge_after_stop(recover.clone(), AfterStop::Idle),
+            AfterStop::Idle
+        );
+        assert_eq!(
+            merge_after_stop(AfterStop::Idle, AfterStop::Start),
+            AfterStop::Start
+        );
+    }
+
+    #[test]
+    fn table_has_no_dead_ends() {
+        // Every state can be left, and every state can be reached from somewhere.
+        for k in Kind::ALL {
+            assert!(Kind::ALL.iter().any(|t| *t != k && allowed(k, *t)), "{k:?}");
+            assert!(Kind::ALL.iter().any(|f| *f != k && allowed(*f, k)), "{k:?}");
+        }
     }
 }

@@ -1,0 +1,1126 @@
+//! The pure core: `step(services, input, now) -> actions`. Every decision of the supervisor
+//! is made here, with no I/O, no clock reads and no spawning, so it is tested with plain
+//! values (`machine_tests.rs`). The actor feeds it inputs and carries out its actions.
+//!
+//! Lifecycle decisions live in this file; user verbs in `requests.rs`, reload in
+//! `reload.rs`, read-only views in `view.rs`.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use super::action::{Action, HistoryList, SystemdNote};
+use super::event::{millis, Event, EventKind};
+use super::state::{
+    merge_after_stop, next_restart, wants_restart, AfterStop, Run, State, Svc,
+};
+use super::ProbeKind;
+use crate::config::{units::human_duration as human, Config, DepCondition, EnvVar};
+use crate::control::proto::{ExitInfo, Health, RestartReason, TreeKind};
+use crate::resources::Sample;
+
+/// A failed start (exec error, exit before ready) waits at least this long, so a zero
+/// backoff cannot spin.
+pub const MIN_FAILED_START_DELAY: Duration = Duration::from_millis(100);
+/// Leftovers of an exited run get at most this long after the stop signal before SIGKILL.
+pub const LEFTOVER_GRACE: Duration = Duration::from_secs(2);
+
+/// All service state: the one value the actor owns.
+pub struct Services {
+    pub config: Config,
+    pub svcs: BTreeMap<String, Svc>,
+    pub shutting_down: bool,
+    /// READY=1 went to our own manager (reset by a reload).
+    pub ready_sent: bool,
+    next_token: u64,
+}
+
+impl Services {
+    pub fn new(config: Config) -> Services {
+        let svcs = config
+            .services
+            .iter()
+            .map(|(n, s)| (n.clone(), Svc::new(s.clone())))
+            .collect();
+        Services {
+            config,
+            svcs,
+            shutting_down: false,
+            ready_sent: false,
+            next_token: 0,
+        }
+    }
+
+    /// Shutdown has finished: every service is down.
+    pub fn all_down(&self) -> bool {
+        self.svcs.values().all(|s| s.state().is_down())
+    }
+}
+
+/// A notify datagram whose sender the actor has already checked belongs to the service.
+pub type NotifyFields = Vec<(String, String)>;
+
+#[derive(Debug, Clone)]
+pub enum Input {
+    /// The daemon started: start every autostart service.
+    Boot,
+    Request(super::requests::UserRequest),
+    Spawned {
+        service: String,
+        run: u64,
+        pid: i32,
+        start_ticks: u64,
+        tree: TreeKind,
+        env: BTreeMap<String, EnvVar>,
+        /// The child could not join its cgroup (it runs, tracked by markers).
+        cgroup_error: Option<String>,
+    },
+    SpawnFailed {
+        service: String,
+        run: u64,
+        error: String,
+    },
+    Exited {
+        service: String,
+        run: u64,
+        exit: ExitInfo,
+    },
+    /// What was left of run `run`'s tree is gone; `killed` lists what had to be killed.
+    TreeClean {
+        service: String,
+        run: u64,
+        killed: Vec<String>,
+    },
+    Timer {
+        service: String,
+        token: u64,
+    },
+    Probe {
+        service: String,
+        run: u64,
+        kind: ProbeKind,
+        result: Result<(), String>,
+    },
+    Notify {
+        service: String,
+        fields: NotifyFields,
+    },
+    Samples(Vec<Sample>),
+    LogDropped {
+        service: String,
+        count: u64,
+    },
+    /// A new config, already loaded and validated off the actor.
+    Reload(Box<Config>),
+    Shutdown {
+        why: String,
+    },
+    /// A second SIGTERM during shutdown: SIGKILL every tree.
+    ForceKill,
+}
+
+/// Feeds one input to the machine; returns what must be done, in order.
+pub fn step(services: &mut Services, input: Input, now: Instant) -> Vec<Action> {
+    let mut m = Machine {
+        s: services,
+        now,
+        out: Vec::new(),
+    };
+    m.handle(input);
+    m.advance();
+    m.out
+}
+
+pub(super) struct Machine<'a> {
+    pub(super) s: &'a mut Services,
+    pub(super) now: Instant,
+    pub(super) out: Vec<Action>,
+}
+
+impl Machine<'_> {
+    pub(super) fn event(&mut self, service: &str, kind: EventKind) {
+        self.out.push(Action::Event(Event::of(service, kind)));
+    }
+
+    pub(super) fn daemon_event(&mut self, kind: EventKind) {
+        self.out.push(Action::Event(Event::daemon(kind)));
+    }
+
+    fn history(&mut self, service: &str, list: HistoryList, text: String) {
+        self.out.push(Action::History {
+            service: service.to_string(),
+            list,
+            text,
+        });
+    }
+
+    pub(super) fn svc(&mut self, name: &str) -> Option<&mut Svc> {
+        self.s.svcs.get_mut(name)
+    }
+
+    fn set(&mut self, name: &str, to: State) -> bool {
+        self.s.svcs.get_mut(name).is_some_and(|s| s.set(to))
+    }
+
+    pub(super) fn arm_timer(&mut self, name: &str, after: Duration) {
+        self.s.next_token += 1;
+        let token = self.s.next_token;
+        if let Some(s) = self.s.svcs.get_mut(name) {
+            s.timer = token;
+            self.out.push(Action::ArmTimer {
+                service: name.to_string(),
+                token,
+                after,
+            });
+        }
+    }
+
+    pub(super) fn cancel_timer(&mut self, name: &str) {
+        self.s.next_token += 1;
+        let token = self.s.next_token;
+        if let Some(s) = self.s.svcs.get_mut(name) {
+            s.timer = token;
+        }
+    }
+
+    fn handle(&mut self, input: Input) {
+        match input {
+            Input::Boot => {
+                for name in self.s.config.start_order.clone() {
+                    if self.s.svcs.get(&name).is_some_and(|s| s.spec.autostart) {
+                        self.start(&name, true);
+                    }
+                }
+            }
+            Input::Request(req) => self.request(req),
+            Input::Spawned {
+                service,
+                run,
+                pid,
+                start_ticks,
+                tree,
+                env,
+                cgroup_error,
+            } => self.on_spawned(&service, run, pid, start_ticks, tree, env, cgroup_error),
+            Input::SpawnFailed {
+                service,
+                run,
+                error,
+            } => self.on_spawn_failed(&service, run, error),
+            Input::Exited { service, run, exit } => self.on_exit(&service, run, exit),
+            Input::TreeClean {
+                service,
+                run,
+                killed,
+            } => {
+                if !killed.is_empty() {
+                    self.event(
+                        &service,
+                        EventKind::OrphansReaped {
+                            processes: killed,
+                            earlier_daemon: false,
+                        },
+                    );
+                }
+                if self.s.svcs.get(&service).is_some_and(|s| s.runs == run) {
+                    self.finish_stop(&service);
+                }
+            }
+            Input::Timer { service, token } => self.on_timer(&service, token),
+            Input::Probe {
+                service,
+                run,
+                kind,
+                result,
+            } => self.on_probe(&service, run, kind, result),
+            Input::Notify { service, fields } => self.on_notify(&service, fields),
+            Input::Samples(samples) => self.on_samples(samples),
+            Input::LogDropped { service, count } => {
+                if let Some(s) = self.svc(&service) {
+                    s.log_dropped += count;
+                }
+            }
+            Input::Reload(config) => self.reload(*config),
+            Input::Shutdown { why } => self.begin_shutdown(&why),
+            Input::ForceKill => {
+                if self.s.shutting_down {
+                    self.daemon_event(EventKind::ForceKill);
+                    let names: Vec<String> = self.s.svcs.keys().cloned().collect();
+                    for name in names {
+                        self.kill_tree(&name);
+                    }
+                } else {
+                    self.begin_shutdown("signal");
+                }
+            }
+        }
+    }
+
+    // ---- starting -------------------------------------------------------------------
+
+    /// Asks for `name` to run (and its dependencies). `user`: a person asked, so the
+    /// restart count and give-up state start afresh.
+    pub(super) fn start(&mut self, name: &str, user: bool) {
+        let deps: Vec<String> = match self.s.svcs.get(name) {
+            Some(s) => s.spec.depends_on.keys().cloned().collect(),
+            None => return,
+        };
+        for d in deps {
+            if self.s.svcs.get(&d).is_some_and(|s| {
+                s.state().is_down() || matches!(s.state(), State::Backoff { .. })
+            }) {
+                self.start(&d, user);
+            }
+        }
+        let Some(s) = self.svc(name) else { return };
+        if user {
+            s.restarts = 0;
+            s.streak = 0;
+        }
+        match s.state() {
+            State::Stopped | State::Failed | State::Exited | State::Backoff { .. } => {
+                s.set(State::Waiting);
+                self.cancel_timer(name);
+            }
+            State::Stopping { .. } => {
+                if let Some(then) = s.stopping_then() {
+                    // A person's start over any ending but a removal.
+                    if *then != AfterStop::Remove {
+                        *then = AfterStop::Start;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A waiting service whose dependency is down (failed, exited or stopped) with nothing
+    /// bringing it back: it stays waiting, but that is settled, not "still starting".
+    pub(super) fn blocked(s: &Services, name: &str) -> bool {
+        s.svcs.get(name).is_some_and(|svc| {
+            svc.spec
+                .depends_on
+                .keys()
+                .any(|d| s.svcs.get(d).is_some_and(|d| d.state().is_down()))
+        })
+    }
+
+    /// What a waiting service still waits for; empty when it may spawn.
+    pub(super) fn unmet(s: &Services, name: &str) -> Vec<String> {
+        let Some(svc) = s.svcs.get(name) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (dep, cond) in &svc.spec.depends_on {
+            let Some(d) = s.svcs.get(dep) else { continue };
+            if !condition_met(d, *cond) {
+                let cond = format!("{cond:?}").to_lowercase();
+                out.push(format!("{dep} to be {cond} (it is {})", d.state().name()));
+            }
+        }
+        out
+    }
+
+    /// Moves every service that can move: spawns waiting services whose dependencies are
+    /// met; during shutdown, stops services nothing running depends on.
+    fn advance(&mut self) {
+        if self.s.shutting_down {
+            // Nothing starts during a shutdown, whatever asked for it.
+            let waiting: Vec<String> = self
+                .s
+                .svcs
+                .iter()
+                .filter(|(_, s)| *s.state() == State::Waiting)
+                .map(|(n, _)| n.clone())
+                .collect();
+            for n in waiting {
+                self.set(&n, State::Stopped);
+            }
+            let names: Vec<String> = self.s.config.start_order.iter().rev().cloned().collect();
+            for name in names {
+                let Some(s) = self.s.svcs.get(&name) else {
+                    continue;
+                };
+                if s.state().live().is_none() {
+                    continue;
+                }
+                let needed = self.s.svcs.values().any(|o| {
+                    o.spec.depends_on.contains_key(&name)
+                        && !o.state().is_down()
+                        && !matches!(o.state(), State::Backoff { .. } | State::Waiting)
+                });
+                if !needed {
+                    self.stop_run(&name, AfterStop::Idle);
+                }
+            }
+        } else {
+            for name in self.s.config.start_order.clone() {
+                if self
+                    .s
+                    .svcs
+                    .get(&name)
+                    .is_some_and(|s| *s.state() == State::Waiting)
+                    && Self::unmet(self.s, &name).is_empty()
+                {
+                    self.begin_spawn(&name);
+                }
+            }
+        }
+        self.report_systemd();
+    }
+
+    fn begin_spawn(&mut self, name: &str) {
+        let Some(s) = self.svc(name) else { return };
+        s.runs += 1;
+        let run = s.runs;
+        if s.set(State::Spawning { run }) {
+            self.out.push(Action::Spawn {
+                service: name.to_string(),
+                run,
+            });
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_spawned(
+        &mut self,
+        name: &str,
+        run_id: u64,
+        pid: i32,
+        start_ticks: u64,
+        tree: TreeKind,
+        env: BTreeMap<String, EnvVar>,
+        cgroup_error: Option<String>,
+    ) {
+        let now = self.now;
+        let ready_sent = self.s.ready_sent;
+        let Some(s) = self.svc(name) else { return };
+        if *s.state() != (State::Spawning { run: run_id }) {
+            return;
+        }
+        s.spawned_env = env;
+        let run = Run::new(run_id, pid, start_ticks, now, tree);
+        let command = std::iter::once(s.spec.command.as_str())
+            .chain(s.spec.args.iter().map(String::as_str))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let ready = s.spec.ready.clone();
+        let grace = s.spec.start_grace;
+        if let Some(error) = cgroup_error {
+            self.event(name, EventKind::CgroupFallback { error });
+        }
+        match ready {
+            Some(r) => {
+                self.set(name, State::Starting(run));
+                if r.probe.is_some() {
+                    self.out.push(Action::StartProbe {
+                        service: name.to_string(),
+                        run: run_id,
+                        kind: ProbeKind::Ready,
+                    });
+                }
+                self.event(
+                    name,
+                    EventKind::Spawn {
+                        pid,
+                        command,
+                        ready_timeout_ms: Some(millis(r.timeout)),
+                        grace_ms: None,
+                    },
+                );
+                self.arm_timer(name, r.timeout);
+                if !ready_sent {
+                    // Keep systemd's start timeout from firing while this service is
+                    // still inside its own ready timeout.
+                    self.out.push(Action::Systemd(SystemdNote::ExtendTimeout(
+                        r.timeout + Duration::from_secs(5),
+                    )));
+                }
+            }
+            None if grace.is_zero() => {
+                self.set(name, State::Running(run));
+                self.event(
+                    name,
+                    EventKind::Spawn {
+                        pid,
+                        command,
+                        ready_timeout_ms: None,
+                        grace_ms: Some(0),
+                    },
+                );
+                self.start_health(name, run_id);
+            }
+            None => {
+                self.set(name, State::Starting(run));
+                self.event(
+                    name,
+                    EventKind::Spawn {
+                        pid,
+                        command,
+                        ready_timeout_ms: None,
+                        grace_ms: Some(millis(grace)),
+                    },
+                );
+                self.arm_timer(name, grace);
+            }
+        }
+    }
+
+    fn on_spawn_failed(&mut self, name: &str, run: u64, error: String) {
+        let Some(s) = self.svc(name) else { return };
+        if *s.state() != (State::Spawning { run }) {
+            return;
+        }
+        s.last_error = Some(error.clone());
+        self.event(name, EventKind::SpawnFailed { error: error.clone() });
+        self.recover(name, error, RestartReason::Crash, true, Duration::ZERO);
+    }
+
+    fn start_health(&mut self, name: &str, run: u64) {
+        if self.s.svcs.get(name).is_some_and(|s| s.spec.health.is_some()) {
+            self.out.push(Action::StartProbe {
+                service: name.to_string(),
+                run,
+                kind: ProbeKind::Health,
+            });
+        }
+    }
+
+    fn become_ready(&mut self, name: &str, how: &str) {
+        let now = self.now;
+        let Some(s) = self.svc(name) else { return };
+        let State::Starting(run) = s.state().clone() else {
+            return;
+        };
+        let (id, took) = (run.id, now.saturating_duration_since(run.started));
+        let watchdog = s.spec.watchdog;
+        s.set(State::Ready(run));
+        self.out.push(Action::StopProbes {
+            service: name.to_string(),
+        });
+        self.event(
+            name,
+            EventKind::Ready {
+                after_ms: millis(took),
+                how: how.to_string(),
+            },
+        );
+        self.cancel_timer(name);
+        if let Some(w) = watchdog {
+            self.arm_timer(name, w);
+        }
+        self.start_health(name, id);
+    }
+
+    // ---- stopping and exits ---------------------------------------------------------
+
+    /// Sends the stop signal to the run's process group and arms the stop timeout. A stop
+    /// already under way only merges its ending (see [`merge_after_stop`]).
+    pub(super) fn stop_run(&mut self, name: &str, then: AfterStop) {
+        let now = self.now;
+        let Some(s) = self.svc(name) else { return };
+        if let Some(t) = s.stopping_then() {
+            *t = merge_after_stop(t.clone(), then);
+            return;
+        }
+        let Some(run) = s.state().live().cloned() else {
+            return;
+        };
+        let sig = s.spec.stop_signal();
+        let timeout = s.spec.stop_timeout;
+        let pid = run.pid;
+        s.set(State::Stopping {
+            run: Some(run),
+            then,
+            since: now,
+            sigkill: false,
+        });
+        self.out.push(Action::StopProbes {
+            service: name.to_string(),
+        });
+        self.out.push(Action::SignalGroup {
+            service: name.to_string(),
+            pid,
+            signal: sig,
+        });
+        self.event(
+            name,
+            EventKind::StopSignal {
+                pid,
+                signal: sig.as_str().to_string(),
+                timeout_ms: millis(timeout),
+            },
+        );
+        self.arm_timer(name, timeout);
+    }
+
+    /// SIGKILL to everything of the tree.
+    fn kill_tree(&mut self, name: &str) {
+        let Some(s) = self.svc(name) else { return };
+        s.mark_sigkill();
+        self.out.push(Action::KillTree {
+            service: name.to_string(),
+        });
+    }
+
+    fn on_exit(&mut self, name: &str, run_id: u64, exit: ExitInfo) {
+        let now = self.now;
+        let Some(s) = self.svc(name) else { return };
+        let Some(run) = s.state().run().filter(|r| r.id == run_id).cloned() else {
+            return;
+        };
+        let uptime = now.saturating_duration_since(run.started);
+        s.last_exit = Some(exit);
+        let then = match s.state() {
+            State::Stopping { then, .. } => then.clone(),
+            state => {
+                let failed_start = matches!(state, State::Starting(_));
+                if failed_start {
+                    s.last_error = Some(format!("exited with {exit} before it was started"));
+                    if s.spec.ready.is_some() {
+                        s.last_error = Some(format!("exited with {exit} before it was ready"));
+                    }
+                } else if exit.code != Some(0) {
+                    s.last_error = Some(format!("exited with {exit} after {}", human(uptime)));
+                }
+                if wants_restart(s.spec.restart, &s.spec.stop_exit_codes, Some(exit)) {
+                    AfterStop::Recover {
+                        reason: format!("exited with {exit}"),
+                        why: RestartReason::Crash,
+                        failed_start,
+                        uptime,
+                    }
+                } else {
+                    AfterStop::Exited
+                }
+            }
+        };
+        self.out.push(Action::StopProbes {
+            service: name.to_string(),
+        });
+        self.history(
+            name,
+            HistoryList::Exits,
+            format!("pid {} {exit} after {}", run.pid, human(uptime)),
+        );
+        self.event(
+            name,
+            EventKind::Exit {
+                pid: run.pid,
+                exit_code: exit.code,
+                signal: exit.signal,
+                uptime_ms: millis(uptime),
+            },
+        );
+        self.end_run(name, then);
+    }
+
+    /// The main process is gone: what is left of its tree is reaped off the actor, which
+    /// answers `TreeClean`, and then `finish_stop` decides what comes next.
+    fn end_run(&mut self, name: &str, then: AfterStop) {
+        self.cancel_timer(name);
+        let now = self.now;
+        let Some(s) = self.svc(name) else { return };
+        let (since, sigkill) = match s.state() {
+            State::Stopping { since, sigkill, .. } => (*since, *sigkill),
+            _ => (now, false),
+        };
+        let run = s.runs;
+        let signal = s.spec.stop_signal();
+        let grace = s.spec.stop_timeout.min(LEFTOVER_GRACE);
+        s.set(State::Stopping {
+            run: None,
+            then,
+            since,
+            sigkill,
+        });
+        self.out.push(Action::ReapLeftovers {
+            service: name.to_string(),
+            run,
+            signal,
+            grace,
+        });
+    }
+
+    pub(super) fn finish_stop(&mut self, name: &str) {
+        let now = self.now;
+        let Some(s) = self.svc(name) else { return };
+        let State::Stopping {
+            run: None,
+            then,
+            since,
+            sigkill,
+        } = s.state().clone()
+        else {
+            return;
+        };
+        let took = millis(now.saturating_duration_since(since));
+        match then {
+            AfterStop::Idle => {
+                s.last_stop = Some((took, sigkill));
+                s.set(State::Stopped);
+                self.event(
+                    name,
+                    EventKind::Stop {
+                        took_ms: took,
+                        sigkill,
+                    },
+                );
+            }
+            AfterStop::Exited => {
+                s.set(State::Exited);
+            }
+            AfterStop::Start => {
+                s.last_stop = Some((took, sigkill));
+                s.set(State::Waiting);
+            }
+            AfterStop::Remove => {
+                self.s.svcs.remove(name);
+                self.out.push(Action::Release {
+                    service: name.to_string(),
+                });
+                self.event(name, EventKind::Removed);
+            }
+            AfterStop::Recover {
+                reason,
+                why,
+                failed_start,
+                uptime,
+            } => self.recover(name, reason, why, failed_start, uptime),
+        }
+    }
+
+    /// After a run ended for a reason: restart with backoff, or give up.
+    fn recover(
+        &mut self,
+        name: &str,
+        reason: String,
+        why: RestartReason,
+        failed_start: bool,
+        uptime: Duration,
+    ) {
+        let now = self.now;
+        if self.s.shutting_down {
+            self.set(name, State::Stopped);
+            return;
+        }
+        let Some(s) = self.svc(name) else { return };
+        let (min_uptime, max_restarts, backoff) = (
+            s.spec.min_uptime,
+            s.spec.max_restarts,
+            s.spec.backoff.clone(),
+        );
+        match next_restart(
+            &mut s.streak,
+            failed_start,
+            uptime,
+            min_uptime,
+            max_restarts,
+            &backoff,
+        ) {
+            Ok(delay) => {
+                s.restarts += 1;
+                s.last_restart = Some(why);
+                let streak = s.streak;
+                if delay.is_zero() && !uptime.is_zero() {
+                    // No timer round trip: `advance` spawns it in this same step.
+                    s.set(State::Waiting);
+                    self.event(name, EventKind::restart(why, reason, delay, streak));
+                } else {
+                    // A start that failed at once waits at least a moment.
+                    let delay = if failed_start && uptime.is_zero() {
+                        delay.max(MIN_FAILED_START_DELAY)
+                    } else {
+                        delay.max(Duration::from_millis(1))
+                    };
+                    s.set(State::Backoff {
+                        until: now + delay,
+                    });
+                    self.event(name, EventKind::restart(why, reason, delay, streak));
+                    self.arm_timer(name, delay);
+                }
+            }
+            Err(n) => {
+                let err = format!(
+                    "gave up after {n} failed runs in a row (max_restarts = {max_restarts}); last: {reason}. Fix the cause, then run `lmctl restart {name}`"
+                );
+                s.last_error = Some(err.clone());
+                s.set(State::Failed);
+                self.event(name, EventKind::Failed { detail: err });
+            }
+        }
+    }
+
+    fn on_timer(&mut self, name: &str, token: u64) {
+        let now = self.now;
+        let Some(s) = self.svc(name) else { return };
+        if s.timer != token {
+            return;
+        }
+        match s.state().clone() {
+            State::Backoff { .. } => {
+                s.set(State::Waiting);
+            }
+            State::Starting(run) if s.spec.ready.is_none() => {
+                // Stayed up through its start grace: started.
+                let took = now.saturating_duration_since(run.started);
+                let id = run.id;
+                s.set(State::Running(run));
+                self.event(
+                    name,
+                    EventKind::Started {
+                        after_ms: millis(took),
+                    },
+                );
+                self.start_health(name, id);
+            }
+            State::Starting(run) => {
+                let timeout = s.spec.ready.as_ref().map(|r| r.timeout).unwrap_or_default();
+                let how = match s.spec.ready.as_ref() {
+                    Some(r) if r.notify => "no READY=1 on its NOTIFY_SOCKET".to_string(),
+                    Some(r) => match (&r.probe, &run.probe_error) {
+                        (_, Some(e)) => format!("last probe: {e}"),
+                        (Some(p), None) => format!("{} never succeeded", crate::probe::describe(p)),
+                        _ => String::new(),
+                    },
+                    None => String::new(),
+                };
+                let reason = format!("not ready within {} ({how})", human(timeout));
+                s.last_error = Some(reason.clone());
+                self.event(
+                    name,
+                    EventKind::NotReady {
+                        detail: reason.clone(),
+                    },
+                );
+                self.stop_run(
+                    name,
+                    AfterStop::Recover {
+                        reason,
+                        why: RestartReason::Crash,
+                        failed_start: true,
+                        uptime: Duration::ZERO,
+                    },
+                );
+            }
+            State::Stopping { run: Some(run), .. } => {
+                let timeout = s.spec.stop_timeout;
+                self.event(
+                    name,
+                    EventKind::StopTimeout {
+                        pid: run.pid,
+                        timeout_ms: millis(timeout),
+                    },
+                );
+                self.kill_tree(name);
+            }
+            State::Ready(run) | State::Running(run) => {
+                let w = s.spec.watchdog.unwrap_or_default();
+                let reason = format!("watchdog: no WATCHDOG=1 within {}", human(w));
+                s.last_error = Some(reason.clone());
+                self.event(
+                    name,
+                    EventKind::Watchdog {
+                        detail: reason.clone(),
+                    },
+                );
+                self.stop_run(
+                    name,
+                    AfterStop::Recover {
+                        reason,
+                        why: RestartReason::Watchdog,
+                        failed_start: false,
+                        uptime: now.saturating_duration_since(run.started),
+                    },
+                );
+            }
+            _ => {}
+        }
+    }
+
+    fn on_probe(&mut self, name: &str, run_id: u64, kind: ProbeKind, result: Result<(), String>) {
+        let now = self.now;
+        let Some(s) = self.svc(name) else { return };
+        // A stopping run's fate is decided; a late probe result must not change it.
+        let Some(run) = s.state().live().filter(|r| r.id == run_id).cloned() else {
+            return;
+        };
+        let retries = s.spec.health.as_ref().map(|h| h.retries).unwrap_or(1);
+        let policy = s.spec.restart;
+        match (kind, result) {
+            (ProbeKind::Ready, Ok(())) => {
+                self.history(name, HistoryList::Probes, "ready probe ok".into());
+                self.become_ready(name, "probe passed");
+            }
+            (ProbeKind::Ready, Err(e)) => {
+                if let Some(r) = s.run_mut() {
+                    r.probe_error = Some(e.clone());
+                }
+                self.history(name, HistoryList::Probes, format!("ready probe: {e}"));
+            }
+            (ProbeKind::Health, Ok(())) => {
+                let Some(r) = s.run_mut() else { return };
+                let was = r.health;
+                r.health = Health::Healthy;
+                r.health_fails = 0;
+                if let State::Unhealthy(r) = s.state().clone() {
+                    s.set(State::Ready(r));
+                }
+                if was != Health::Healthy {
+                    self.history(name, HistoryList::Probes, "health ok".into());
+                }
+            }
+            (ProbeKind::Health, Err(e)) => {
+                let Some(r) = s.run_mut() else { return };
+                r.health_fails += 1;
+                let fails = r.health_fails;
+                let already = r.health == Health::Unhealthy;
+                self.history(
+                    name,
+                    HistoryList::Probes,
+                    format!("health failed ({fails}/{retries}): {e}"),
+                );
+                self.event(
+                    name,
+                    EventKind::ProbeFailed {
+                        probe: ProbeKind::Health,
+                        fails,
+                        retries,
+                        error: e.clone(),
+                    },
+                );
+                if fails < retries || already {
+                    return;
+                }
+                let reason =
+                    format!("unhealthy: {retries} health probes failed in a row, last: {e}");
+                let Some(s) = self.svc(name) else { return };
+                s.last_error = Some(reason.clone());
+                if let Some(r) = s.run_mut() {
+                    r.health = Health::Unhealthy;
+                }
+                let restart = policy != crate::config::RestartPolicy::Never;
+                self.event(
+                    name,
+                    EventKind::Unhealthy {
+                        detail: reason.clone(),
+                        restart,
+                    },
+                );
+                if restart {
+                    self.stop_run(
+                        name,
+                        AfterStop::Recover {
+                            reason,
+                            why: RestartReason::Health,
+                            failed_start: false,
+                            uptime: now.saturating_duration_since(run.started),
+                        },
+                    );
+                } else if let Some(s) = self.svc(name) {
+                    if let State::Ready(mut r) | State::Running(mut r) = s.state().clone() {
+                        r.health = Health::Unhealthy;
+                        s.set(State::Unhealthy(r));
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_notify(&mut self, name: &str, fields: NotifyFields) {
+        let now = self.now;
+        for (k, v) in fields {
+            let Some(s) = self.s.svcs.get_mut(name) else {
+                return;
+            };
+            match k.as_str() {
+                "READY" if v == "1" => {
+                    if s.spec.ready.as_ref().is_some_and(|r| r.notify) {
+                        self.become_ready(name, "READY=1");
+                    }
+                }
+                "STATUS" => {
+                    if let Some(r) = s.run_mut() {
+                        r.status_text = Some(v);
+                    }
+                }
+                "STOPPING" if v == "1" => self.event(name, EventKind::NotifyStopping),
+                "WATCHDOG" if v == "1" => {
+                    let w = s.spec.watchdog.filter(|_| matches!(s.state(), State::Ready(_)));
+                    if let Some(w) = w {
+                        self.arm_timer(name, w);
+                    }
+                }
+                "WATCHDOG" if v == "trigger" => {
+                    if let Some(run) = s.state().live().cloned() {
+                        let reason = "asked for a watchdog restart (WATCHDOG=trigger)".to_string();
+                        self.event(name, EventKind::NotifyWatchdogTrigger);
+                        self.stop_run(
+                            name,
+                            AfterStop::Recover {
+                                reason,
+                                why: RestartReason::Watchdog,
+                                failed_start: false,
+                                uptime: now.saturating_duration_since(run.started),
+                            },
+                        );
+                    }
+                }
+                "MAINPID" => self.event(name, EventKind::NotifyMainPid { value: v }),
+                _ => {}
+            }
+        }
+    }
+
+    fn on_samples(&mut self, samples: Vec<Sample>) {
+        let now = self.now;
+        for sample in samples {
+            let name = sample.service.clone();
+            let Some(s) = self.svc(&name) else { continue };
+            let max_memory = s.spec.max_memory;
+            let Some(run) = s.run_mut() else { continue };
+            if sample.run != Some(run.id) {
+                // Measured for a run that has ended since: not this run's memory.
+                continue;
+            }
+            let over = max_memory.filter(|max| sample.memory_bytes > *max);
+            let started = run.started;
+            let live = s.state().live().is_some();
+            let top = (over.is_some() && live).then(|| {
+                // Only a memory restart needs the biggest processes: sort then.
+                let mut top = sample.procs.clone();
+                top.sort_by_key(|p| std::cmp::Reverse(p.pss_bytes.unwrap_or(p.rss_bytes)));
+                top
+            });
+            let (used, source, count) = (
+                sample.memory_bytes,
+                sample.memory_source,
+                sample.procs.len(),
+            );
+            if let Some(r) = s.run_mut() {
+                r.sample = Some(sample);
+            }
+            let (Some(max), Some(top)) = (over, top) else {
+                continue;
+            };
+            let biggest: Vec<String> = top
+                .iter()
+                .take(3)
+                .map(|p| {
+                    format!(
+                        "{} {} {}",
+                        p.pid,
+                        p.command.split(' ').next().unwrap_or(""),
+                        crate::config::units::human_bytes(p.pss_bytes.unwrap_or(p.rss_bytes))
+                    )
+                })
+                .collect();
+            let reason = format!(
+                "memory {} ({source}, {count} processes) over max_memory {}; biggest: {}",
+                crate::config::units::human_bytes(used),
+                crate::config::units::human_bytes(max),
+                biggest.join(", ")
+            );
+            s.last_error = Some(reason.clone());
+            self.event(
+                &name,
+                EventKind::MemoryRestart {
+                    memory_bytes: used,
+                    source,
+                    limit_bytes: max,
+                    processes: count,
+                    biggest,
+                },
+            );
+            self.stop_run(
+                &name,
+                AfterStop::Recover {
+                    reason,
+                    why: RestartReason::Memory,
+                    failed_start: false,
+                    uptime: now.saturating_duration_since(started),
+                },
+            );
+        }
+    }
+
+    // ---- daemon-wide --------------------------------------------------------------
+
+    fn begin_shutdown(&mut self, why: &str) {
+        if !self.s.shutting_down {
+            self.out.push(Action::Systemd(SystemdNote::Stopping));
+            self.daemon_event(EventKind::ShuttingDown {
+                why: why.to_string(),
+            });
+        }
+        self.s.shutting_down = true;
+        let names: Vec<String> = self.s.svcs.keys().cloned().collect();
+        for name in names {
+            let Some(s) = self.svc(&name) else { continue };
+            match s.state() {
+                State::Waiting | State::Backoff { .. } => {
+                    s.set(State::Stopped);
+                    self.cancel_timer(&name);
+                }
+                State::Stopping { .. } => {
+                    if let Some(then) = s.stopping_then() {
+                        // A removal still forgets the service; everything else stays down.
+                        if *then != AfterStop::Remove {
+                            *then = AfterStop::Idle;
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn report_systemd(&mut self) {
+        let total = self.s.svcs.len();
+        let up = self
+            .s
+            .svcs
+            .values()
+            .filter(|s| s.state().is_ready())
+            .count();
+        let failed = self
+            .s
+            .svcs
+            .values()
+            .filter(|s| matches!(s.state(), State::Failed))
+            .count();
+        let status = format!("{up}/{total} services ready, {failed} failed");
+        if !self.s.ready_sent && !self.s.shutting_down {
+            let settled = self
+                .s
+                .svcs
+                .values()
+                .filter(|s| s.spec.autostart)
+                .all(|s| {
+                    s.state().is_ready()
+                        || matches!(s.state(), State::Failed | State::Exited | State::Stopped)
+                        || (*s.state() == State::Waiting && Self::blocked(self.s, &s.spec.name))
+                });
+            if settled {
+                self.s.ready_sent = true;
+                self.out
+                    .push(Action::Systemd(SystemdNote::Ready(status.clone())));
+                self.daemon_event(EventKind::Settled { status });
+                return;
+            }
+        }
+        self.out.push(Action::Systemd(SystemdNote::Status(status)));
+    }
+}
+
+/// Has dependency `d` reached `cond`?
+pub fn condition_met(d: &Svc, cond: DepCondition) -> bool {
+    match cond {
+        DepCondition::Started => d.state().live().is_some(),
+        DepCondition::Ready => d.state().is_ready(),
+        DepCondition::Healthy => {
+            d.state().is_ready()
+                && (d.spec.health.is_none()
+                    || d.state().run().is_some_and(|r| r.health == Health::Healthy))
+        }
+    }
+}
