@@ -30,7 +30,7 @@ pub fn print_outcomes(outcomes: &[SvcOutcome], warnings: &[String]) {
         println!("{}: {what}", o.service);
     }
     for w in warnings {
-        eprintln!("{w}");
+        println!("{w}");
     }
 }
 

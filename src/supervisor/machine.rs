@@ -846,6 +846,12 @@ impl Machine<'_> {
         };
         let retries = s.spec.health.as_ref().map(|h| h.retries).unwrap_or(1);
         let policy = s.spec.restart;
+        if kind == ProbeKind::Health
+            && (s.spec.health.is_none() || matches!(s.state(), State::Starting(_)))
+        {
+            // Health is probed only once a run is up, and only when configured.
+            return;
+        }
         match (kind, result) {
             (ProbeKind::Ready, Ok(())) => {
                 self.history(name, HistoryList::Probes, "ready probe ok".into());
@@ -952,6 +958,7 @@ impl Machine<'_> {
                 }
                 "WATCHDOG" if v == "trigger" => {
                     if let Some(run) = s.state().live().cloned() {
+                        let failed_start = matches!(s.state(), State::Starting(_));
                         let reason = "asked for a watchdog restart (WATCHDOG=trigger)".to_string();
                         self.event(name, EventKind::NotifyWatchdogTrigger);
                         self.stop_run(
@@ -959,7 +966,7 @@ impl Machine<'_> {
                             AfterStop::Recover {
                                 reason,
                                 why: RestartReason::Watchdog,
-                                failed_start: false,
+                                failed_start,
                                 uptime: now.saturating_duration_since(run.started),
                             },
                         );
@@ -985,6 +992,8 @@ impl Machine<'_> {
             let over = max_memory.filter(|max| sample.memory_bytes > *max);
             let started = run.started;
             let live = s.state().live().is_some();
+            // Ended before it was ready (or past its grace): a failed start.
+            let failed_start = matches!(s.state(), State::Starting(_));
             let top = (over.is_some() && live).then(|| {
                 // Only a memory restart needs the biggest processes: sort then.
                 let mut top = sample.procs.clone();
@@ -1036,7 +1045,7 @@ impl Machine<'_> {
                 AfterStop::Recover {
                     reason,
                     why: RestartReason::Memory,
-                    failed_start: false,
+                    failed_start,
                     uptime: now.saturating_duration_since(started),
                 },
             );

@@ -300,6 +300,11 @@ impl Svc {
         self.state.run_mut()
     }
 
+    /// A reload removed it and its stop is under way.
+    pub fn removing(&self) -> bool {
+        matches!(&self.state, State::Stopping { then: AfterStop::Remove, .. })
+    }
+
     /// Marks a stop under way as one that needed SIGKILL.
     pub fn mark_sigkill(&mut self) {
         if let State::Stopping { sigkill, .. } = &mut self.state {

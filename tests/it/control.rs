@@ -128,6 +128,7 @@ fn sighup_reloads_too() {
 #[test]
 fn a_client_under_another_uid_is_refused() {
     let d = Daemon::start("[services.s]\ncommand = \"{helper}\"\nargs = [\"sleep\"]\n");
+    d.wait_state("s", "running", Duration::from_secs(10));
     let socket = d.state_dir.join("lmctl.sock");
     assert_eq!(
         std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777,
@@ -192,7 +193,7 @@ fn garbage_truncated_and_oversized_frames_never_wedge_the_daemon() {
     let d = Daemon::start("[services.s]\ncommand = \"{helper}\"\nargs = [\"sleep\"]\n");
     let socket = d.state_dir.join("lmctl.sock");
     assert!(raw(&socket, b"garbage\n").contains("\"code\":\"BAD_REQUEST\""));
-    assert!(raw(&socket, b"{\"version\":1,\"request\":{\"verb\":\"sto").contains("BAD_REQUEST"));
+    assert!(raw(&socket, b"{\"version\":2,\"request\":{\"verb\":\"sto").contains("BAD_REQUEST"));
     assert!(raw(
         &socket,
         b"{\"version\":99,\"request\":{\"verb\":\"ping\"}}\n"
@@ -200,7 +201,7 @@ fn garbage_truncated_and_oversized_frames_never_wedge_the_daemon() {
     .contains("VERSION_MISMATCH"));
     assert!(raw(
         &socket,
-        b"{\"version\":1,\"request\":{\"verb\":\"stop\",\"services\":[7]}}\n"
+        b"{\"version\":2,\"request\":{\"verb\":\"stop\",\"services\":[7]}}\n"
     )
     .contains("BAD_REQUEST"));
     assert!(raw(&socket, &vec![b'a'; 200_000]).contains("REQUEST_TOO_LARGE"));

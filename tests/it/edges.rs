@@ -64,7 +64,7 @@ fn start_does_not_hang_on_a_dependency_that_gave_up() {
     assert!(t0.elapsed() < Duration::from_secs(10));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("b is starting: waiting for a to be ready (it is failed)"),
+        err.contains("b failed to start: it is starting: waiting for a to be ready (it is failed)"),
         "{err}"
     );
 }

@@ -564,7 +564,10 @@ fn seed004_wait_ready_without_a_ready_signal_fails_instead_of_going_online() {
     let log = d.merged_log();
     assert!(!log.contains("session-manager|event ready after"), "{log}");
     assert!(!log.contains("central-hub|event spawned"), "{log}");
-    let text = d.ok(&["status"]);
+    // A failed service makes `status` exit 3 (as supervisorctl does).
+    let out = d.lmctl(&["status"]);
+    assert_eq!(out.status.code(), Some(3));
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(
         text.contains("waiting for session-manager to be ready"),
         "{text}"

@@ -90,6 +90,7 @@ args = ["exit", "1", "400"]
 backoff = { initial = "50ms", max = "5s", factor = 4.0 }
 min_uptime = "300ms"
 max_restarts = 2
+start_grace = "0s"
 "#,
     );
     wait_until("4 restarts", Duration::from_secs(15), || {
@@ -221,7 +222,9 @@ fn missing_executable_fails_with_the_os_error_and_daemon_stays_healthy() {
         .unwrap_or("")
         .to_string();
     assert!(err.contains("No such file or directory"), "{err}");
-    let table = d.ok(&["status"]);
+    let out = d.lmctl(&["status"]);
+    assert_eq!(out.status.code(), Some(3), "a failed service: status exits 3");
+    let table = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(table.contains("No such file or directory"), "{table}");
     assert!(d.lmctl(&["ping"]).status.success());
     assert_eq!(d.state("fine"), "running");

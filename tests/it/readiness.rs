@@ -272,7 +272,7 @@ autostart = false
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("bad is failed") && err.contains("not ready within 300ms"),
+        err.contains("bad failed to start: it is failed") && err.contains("not ready within 300ms"),
         "{err}"
     );
     d.ok(&["stop", "good"]);

@@ -67,7 +67,7 @@ fn a_grandchild_growing_past_max_memory_restarts_the_service() {
     for mode in MODES {
         let d = Daemon::start(&config(
             mode,
-            "[services.g]\ncommand = \"{helper}\"\nargs = [\"grow\", \"25\", \"100\"]\nmax_memory = \"150MiB\"\nbackoff = { initial = \"0s\" }\nmin_uptime = \"0s\"\n",
+            "[services.g]\ncommand = \"{helper}\"\nargs = [\"grow\", \"25\", \"100\"]\nmax_memory = \"150MiB\"\nbackoff = { initial = \"0s\" }\nmin_uptime = \"0s\"\nstart_grace = \"0s\"\n",
         ));
         d.wait_state("g", "running", Duration::from_secs(10));
         let first = d.pid("g").unwrap();
@@ -127,7 +127,7 @@ fn no_zombies_accumulate_over_200_spawn_exit_cycles() {
     for mode in MODES {
         let d = Daemon::start(&config(
             mode,
-            "[services.churn]\ncommand = \"{helper}\"\nargs = [\"escape\", \"5\"]\nbackoff = { initial = \"0s\" }\nmin_uptime = \"0s\"\nstop_timeout = \"200ms\"\n",
+            "[services.churn]\ncommand = \"{helper}\"\nargs = [\"escape\", \"5\"]\nbackoff = { initial = \"0s\" }\nmin_uptime = \"0s\"\nstop_timeout = \"200ms\"\nstart_grace = \"0s\"\n",
         ));
         let daemon = d.daemon_pid();
         wait_until(
