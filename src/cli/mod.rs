@@ -404,7 +404,9 @@ fn status(ctx: &Ctx, json: bool) -> anyhow::Result<Outcome> {
     let mut any_failed = false;
     let extract = |r| {
         let s = extract(r)?;
-        any_failed = s.iter().any(|x: &ServiceStatus| x.state == StateName::Failed);
+        any_failed = s
+            .iter()
+            .any(|x: &ServiceStatus| x.state == StateName::Failed);
         Some(s)
     };
     let out = read_verb(ctx, Request::Status, json, extract, |s| {

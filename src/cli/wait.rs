@@ -68,7 +68,8 @@ pub fn until_started(
             .iter()
             .filter(|s| names.contains(&s.name))
             .collect();
-        let now: Vec<(String, StateName)> = ours.iter().map(|s| (s.name.clone(), s.state)).collect();
+        let now: Vec<(String, StateName)> =
+            ours.iter().map(|s| (s.name.clone(), s.state)).collect();
         if now != last {
             for s in &ours {
                 if !last.iter().any(|(n, st)| *n == s.name && *st == s.state) {
@@ -97,9 +98,10 @@ pub fn until_started(
                 .iter()
                 .any(|(n, p)| *n == s.name && p.is_some() && *p == s.pid)
         };
-        if ours.iter().all(|s| {
-            matches!(s.state, StateName::Ready | StateName::Running) && !is_old(s)
-        }) {
+        if ours
+            .iter()
+            .all(|s| matches!(s.state, StateName::Ready | StateName::Running) && !is_old(s))
+        {
             return Ok(Outcome::Ok);
         }
         if Instant::now() > deadline {
@@ -137,7 +139,10 @@ fn report_failure(socket: &Path, s: &ServiceStatus) {
         .last_exit
         .map(|e| format!("; last exit: {e}"))
         .unwrap_or_default();
-    eprintln!("lmctl: {} failed to start: it is {}{exit}: {why}", s.name, s.state);
+    eprintln!(
+        "lmctl: {} failed to start: it is {}{exit}: {why}",
+        s.name, s.state
+    );
     let req = Request::Logs(LogsRequest {
         service: Some(s.name.clone()),
         lines: STDERR_TAIL,
@@ -165,7 +170,11 @@ fn report_failure(socket: &Path, s: &ServiceStatus) {
 /// Polls status until every named service is down (its whole tree gone: `stopping` lasts
 /// until the leftovers are reaped), then says how long it took and whether SIGKILL was
 /// needed.
-pub fn until_stopped(socket: &Path, names: &[String], timeout: Duration) -> anyhow::Result<Outcome> {
+pub fn until_stopped(
+    socket: &Path,
+    names: &[String],
+    timeout: Duration,
+) -> anyhow::Result<Outcome> {
     let started = Instant::now();
     let deadline = started + timeout;
     let mut pending: Vec<String> = names.to_vec();
@@ -184,10 +193,9 @@ pub fn until_stopped(socket: &Path, names: &[String], timeout: Duration) -> anyh
                             " in {} (SIGKILL was needed: it ignored its stop signal)",
                             human_duration(Duration::from_millis(r.took_ms))
                         ),
-                        Some(r) => format!(
-                            " in {}",
-                            human_duration(Duration::from_millis(r.took_ms))
-                        ),
+                        Some(r) => {
+                            format!(" in {}", human_duration(Duration::from_millis(r.took_ms)))
+                        }
                         None => String::new(),
                     };
                     println!("{name}: {}{how}", s.state);

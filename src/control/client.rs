@@ -62,7 +62,9 @@ fn describe_peer(conn: &UnixStream) -> String {
             rest.split_whitespace().next().map(str::to_string)
         });
     match state.as_deref() {
-        Some("T") => format!("pid {pid}, process state T: stopped by a signal; `kill -CONT {pid}` resumes it"),
+        Some("T") => format!(
+            "pid {pid}, process state T: stopped by a signal; `kill -CONT {pid}` resumes it"
+        ),
         Some("t") => format!("pid {pid}, process state t: stopped by a debugger"),
         Some("D") => format!("pid {pid}, process state D: blocked in the kernel (disk or mount)"),
         Some(s) => format!("pid {pid}, process state {s}"),
@@ -137,9 +139,19 @@ pub fn stream(
     stream_with(socket, request, None, each)
 }
 
-/// One request, one response, within [`DEFAULT_DEADLINE`].
+/// The deadline for one answer: `LMCTL_DEADLINE_MS` when set (scripts that want to fail
+/// fast), else [`DEFAULT_DEADLINE`].
+pub fn deadline() -> Duration {
+    std::env::var("LMCTL_DEADLINE_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(Duration::from_millis)
+        .unwrap_or(DEFAULT_DEADLINE)
+}
+
+/// One request, one response, within [`deadline`].
 pub fn request(socket: &Path, request: Request) -> Result<Response, ClientError> {
-    request_within(socket, request, DEFAULT_DEADLINE)
+    request_within(socket, request, deadline())
 }
 
 /// One request, one response, within `deadline`.

@@ -7,7 +7,9 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 
-use super::proto::{Envelope, ErrorCode, LogsRequest, Request, Response, MAX_REQUEST, PROTOCOL_VERSION};
+use super::proto::{
+    Envelope, ErrorCode, LogsRequest, Request, Response, MAX_REQUEST, PROTOCOL_VERSION,
+};
 use crate::logs::{tail, LogHandle, LogMsg};
 use crate::supervisor::Msg;
 
@@ -58,13 +60,16 @@ async fn handle(
         tokio::time::timeout(REQUEST_TIMEOUT, reader.read_until(b'\n', &mut buf)).await
     };
     let resp = match read {
-        Err(_) => Some(Response::error(ErrorCode::Timeout,
+        Err(_) => Some(Response::error(
+            ErrorCode::Timeout,
             "no complete request line within 5s",
         )),
-        Ok(Err(e)) => Some(Response::error(ErrorCode::BadRequest,
+        Ok(Err(e)) => Some(Response::error(
+            ErrorCode::BadRequest,
             format!("cannot read the request: {e}"),
         )),
-        Ok(Ok(_)) if buf.len() > MAX_REQUEST => Some(Response::error(ErrorCode::RequestTooLarge,
+        Ok(Ok(_)) if buf.len() > MAX_REQUEST => Some(Response::error(
+            ErrorCode::RequestTooLarge,
             format!("a request may be at most {MAX_REQUEST} bytes"),
         )),
         Ok(Ok(0)) => return Ok(()),
@@ -99,11 +104,14 @@ async fn handle(
         Request::Logs(req) => serve_logs(stream, req, actor, logs).await,
         req => {
             let (tx, rx) = oneshot::channel();
-            let resp = if actor.send(Msg::Request {
-                req,
-                reply: tx,
-                uid: Some(uid),
-            }).is_err() {
+            let resp = if actor
+                .send(Msg::Request {
+                    req,
+                    reply: tx,
+                    uid: Some(uid),
+                })
+                .is_err()
+            {
                 Response::error(ErrorCode::ShuttingDown, "the daemon is shutting down")
             } else {
                 rx.await.unwrap_or_else(|_| {
@@ -127,7 +135,10 @@ async fn serve_logs(
         if !rx.await.unwrap_or(false) {
             return write(
                 &mut stream,
-                &Response::error(ErrorCode::UnknownService, format!("no service named `{svc}`")),
+                &Response::error(
+                    ErrorCode::UnknownService,
+                    format!("no service named `{svc}`"),
+                ),
             )
             .await;
         }

@@ -13,7 +13,10 @@ use crate::control::proto::Response;
 #[derive(Debug, Clone)]
 pub enum Action {
     /// Spawn run `run` of the service; the actor answers with `Spawned` or `SpawnFailed`.
-    Spawn { service: String, run: u64 },
+    Spawn {
+        service: String,
+        run: u64,
+    },
     /// The stop signal to the run's process group.
     SignalGroup {
         service: String,
@@ -21,7 +24,9 @@ pub enum Action {
         signal: Signal,
     },
     /// SIGKILL to everything of the service's tree (group, cgroup, every member found).
-    KillTree { service: String },
+    KillTree {
+        service: String,
+    },
     /// Find what is left of the tree of run `run` (off the actor), signal it, wait
     /// `grace`, SIGKILL; then answer `TreeClean`.
     ReapLeftovers {
@@ -43,7 +48,9 @@ pub enum Action {
         kind: ProbeKind,
     },
     /// Stop every probe of the service.
-    StopProbes { service: String },
+    StopProbes {
+        service: String,
+    },
     /// Write an event to the merged log and the service's history.
     Event(Event),
     /// A line for `show`'s histories only (exits, probe results).
@@ -54,7 +61,9 @@ pub enum Action {
     },
     Systemd(SystemdNote),
     /// The service is forgotten: give back its socket, tasks and cgroup.
-    Release { service: String },
+    Release {
+        service: String,
+    },
     /// The answer to the request being handled.
     Reply(Response),
 }

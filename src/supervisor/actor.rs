@@ -5,61 +5,55 @@
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use nix::sys::signal::Signal;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::action::{Action, HistoryList, SystemdNote};
 use super::event::{Event, EventKind};
 use super::machine::{step, Input, Services};
-use super::requests::UserRequest;
-use super::view::{self, History};
-use super::{Msg, ProbeKind};
-use crate::config::{self, Config, ServiceSpec};
-use crate::control::proto::{ErrorCode, ExitInfo, Request, Response, TreeKind};
-use crate::logs::{pump, LogHandle, Stream};
-use crate::probe;
-use crate::resources::{self, cgroup, Target};
-use crate::spawn::{self, kill, reaper, tree};
+use super::view::History;
+use super::Msg;
+use crate::config::Config;
+use crate::control::proto::{ErrorCode, Response, TreeKind};
+use crate::logs::LogHandle;
+use crate::resources::{cgroup, Target};
+use crate::spawn::{kill, reaper};
 use crate::systemd::Systemd;
 
 const HISTORY: usize = 30;
-/// How long a config may take to load (a FIFO or a hung network mount as `env_file`).
-const CONFIG_LOAD_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What the executor holds for a service beyond the machine's state.
 #[derive(Default)]
-struct Exec {
-    cgroup: Option<PathBuf>,
+pub(super) struct Exec {
+    pub(super) cgroup: Option<PathBuf>,
     /// How the current run is tracked (a failed cgroup join falls back to markers).
-    tree: Option<TreeKind>,
-    notify_path: Option<PathBuf>,
-    notify_task: Option<JoinHandle<()>>,
-    probes: Vec<JoinHandle<()>>,
+    pub(super) tree: Option<TreeKind>,
+    pub(super) notify_path: Option<PathBuf>,
+    pub(super) notify_task: Option<JoinHandle<()>>,
+    pub(super) probes: Vec<JoinHandle<()>>,
     /// Sessions of recent runs: leftovers keep them after the leader died.
-    sessions: Vec<i32>,
-    history: History,
+    pub(super) sessions: Vec<i32>,
+    pub(super) history: History,
 }
 
 impl Exec {
-    fn stop_probes(&mut self) {
+    pub(super) fn stop_probes(&mut self) {
         for t in self.probes.drain(..) {
             t.abort();
         }
     }
 
     /// The cgroup to trust for this service's current tree.
-    fn tree_cgroup(&self) -> Option<PathBuf> {
+    pub(super) fn tree_cgroup(&self) -> Option<PathBuf> {
         match self.tree {
             Some(TreeKind::GroupMarkers) => None,
             _ => self.cgroup.clone(),
         }
     }
 
-    fn release(&mut self) {
+    pub(super) fn release(&mut self) {
         self.stop_probes();
         if let Some(t) = self.notify_task.take() {
             t.abort();
@@ -81,20 +75,20 @@ fn push(q: &mut Vec<String>, line: String) {
 }
 
 pub struct Actor {
-    services: Services,
-    exec: BTreeMap<String, Exec>,
+    pub(super) services: Services,
+    pub(super) exec: BTreeMap<String, Exec>,
     /// Our marker value, and the part of it shared by every daemon of this state dir.
-    instance: String,
-    prefix: String,
-    logs: LogHandle,
-    tx: mpsc::UnboundedSender<Msg>,
-    cgroup_root: Option<PathBuf>,
-    systemd: Systemd,
+    pub(super) instance: String,
+    pub(super) prefix: String,
+    pub(super) logs: LogHandle,
+    pub(super) tx: mpsc::UnboundedSender<Msg>,
+    pub(super) cgroup_root: Option<PathBuf>,
+    pub(super) systemd: Systemd,
     /// Until leftovers of an earlier daemon are gone nothing starts; verbs that would
     /// start something wait here.
-    booted: bool,
-    deferred: VecDeque<Msg>,
-    shutdown_replies: Vec<oneshot::Sender<Response>>,
+    pub(super) booted: bool,
+    pub(super) deferred: VecDeque<Msg>,
+    pub(super) shutdown_replies: Vec<oneshot::Sender<Response>>,
 }
 
 impl Actor {
@@ -143,7 +137,7 @@ impl Actor {
 
     /// Feeds an input and everything it leads to (a spawn's result) through the machine.
     /// Returns the reply to a request, if the machine gave one.
-    fn feed(&mut self, input: Input) -> Option<Response> {
+    pub(super) fn feed(&mut self, input: Input) -> Option<Response> {
         let mut queue = VecDeque::from([input]);
         let mut reply = None;
         while let Some(i) = queue.pop_front() {
@@ -156,7 +150,7 @@ impl Actor {
         reply
     }
 
-    fn handle(&mut self, msg: Msg) {
+    pub(super) fn handle(&mut self, msg: Msg) {
         match msg {
             Msg::Request { req, reply, uid } => self.request(req, reply, uid),
             Msg::Exited { service, run, exit } => {
@@ -281,153 +275,6 @@ impl Actor {
         }
     }
 
-    fn request(&mut self, req: Request, reply: oneshot::Sender<Response>, uid: Option<u32>) {
-        let now = Instant::now();
-        let default_tree = if self.cgroup_root.is_some() {
-            TreeKind::Cgroup
-        } else {
-            TreeKind::GroupMarkers
-        };
-        let unknown = |s: &Services, name: &str| {
-            let known: Vec<&str> = s.svcs.keys().map(String::as_str).collect();
-            Response::error(
-                ErrorCode::UnknownService,
-                format!("no service named `{name}`; services: {}", known.join(", ")),
-            )
-        };
-        let resp = match req {
-            Request::Ping => Response::Pong {
-                pid: std::process::id(),
-                instance: self.instance.clone(),
-                version: env!("CARGO_PKG_VERSION").to_string(),
-                config: self.services.config.file.display().to_string(),
-                state_dir: self.services.config.supervisor.state_dir.display().to_string(),
-            },
-            Request::Status => {
-                let mut services = view::status(&self.services, now);
-                for s in &mut services {
-                    if s.pid.is_none() {
-                        s.tree = default_tree;
-                    }
-                }
-                Response::Status { services }
-            }
-            Request::Show { service } => {
-                match view::detail(
-                    &self.services,
-                    &service,
-                    now,
-                    default_tree,
-                    self.exec.get(&service).map(|e| &e.history),
-                ) {
-                    Some(d) => Response::Show {
-                        service: Box::new(d),
-                    },
-                    None => unknown(&self.services, &service),
-                }
-            }
-            Request::Env { service, reveal } => match view::env(&self.services, &service, reveal) {
-                Some(vars) => Response::Env { service, vars },
-                None => unknown(&self.services, &service),
-            },
-            Request::Signal { service, signal } => self.signal(&service, &signal, uid),
-            Request::Start { .. } | Request::Stop { .. } | Request::Restart { .. }
-                if !self.booted =>
-            {
-                self.deferred.push_back(Msg::Request { req, reply, uid });
-                return;
-            }
-            Request::Start { services } => self
-                .feed(Input::Request(UserRequest::Start { services, uid }))
-                .unwrap_or_else(no_reply),
-            Request::Stop { services } => self
-                .feed(Input::Request(UserRequest::Stop { services, uid }))
-                .unwrap_or_else(no_reply),
-            Request::Restart { services } => {
-                let resp = self
-                    .feed(Input::Request(UserRequest::Restart { services, uid }))
-                    .unwrap_or_else(no_reply);
-                self.reply_with_stale_warnings(resp, reply);
-                return;
-            }
-            Request::Reload => {
-                if self.services.shutting_down {
-                    Response::error(
-                        ErrorCode::ShuttingDown,
-                        "the daemon is shutting down; nothing was reloaded",
-                    )
-                } else {
-                    self.begin_reload(Some(reply));
-                    return;
-                }
-            }
-            Request::Shutdown => {
-                self.feed(Input::Shutdown {
-                    why: "lmctl shutdown".into(),
-                });
-                self.shutdown_replies.push(reply);
-                return;
-            }
-            Request::Logs(_) => Response::error(
-                ErrorCode::BadRequest,
-                "logs are served by the log writer",
-            ),
-        };
-        let _ = reply.send(resp);
-    }
-
-    /// `lmctl signal`: to the main process only, through the same pidfd + start-time check
-    /// as every other kill.
-    fn signal(&mut self, service: &str, signal: &str, uid: Option<u32>) -> Response {
-        let Some(s) = self.services.svcs.get(service) else {
-            let known: Vec<&str> = self.services.svcs.keys().map(String::as_str).collect();
-            return Response::error(
-                ErrorCode::UnknownService,
-                format!("no service named `{service}`; services: {}", known.join(", ")),
-            );
-        };
-        let sig = match config::units::parse_signal(signal) {
-            Ok(s) => s,
-            Err(e) => return Response::error(ErrorCode::BadSignal, e),
-        };
-        let Some(run) = s.state().run() else {
-            return Response::error(
-                ErrorCode::NotRunning,
-                format!(
-                    "`{service}` has no running process (it is {})",
-                    s.state().name()
-                ),
-            );
-        };
-        let (pid, was) = (run.pid, s.state().name());
-        if !kill::signal_checked(pid, run.start_ticks, sig) {
-            return Response::error(
-                ErrorCode::SignalFailed,
-                format!("pid {pid} of `{service}` is gone (or is no longer its process); nothing was signalled"),
-            );
-        }
-        self.write_event(Event::daemon(EventKind::UserRequest {
-            verb: format!("signal {} {service}", sig.as_str()),
-            uid,
-        }));
-        self.write_event(Event::of(
-            service,
-            EventKind::Signal {
-                pid,
-                signal: sig.as_str().to_string(),
-            },
-        ));
-        Response::Outcomes {
-            outcomes: vec![crate::control::proto::Outcome {
-                service: service.to_string(),
-                outcome: crate::control::proto::OutcomeKind::Signalled,
-                was,
-                detail: Some(format!("sent {} to pid {pid}", sig.as_str())),
-            }],
-            warnings: Vec::new(),
-        }
-    }
-
     // ---- the executor ---------------------------------------------------------------
 
     fn execute(&mut self, action: Action, reply: &mut Option<Response>) -> Option<Input> {
@@ -494,7 +341,7 @@ impl Actor {
         None
     }
 
-    fn write_event(&mut self, e: Event) {
+    pub(super) fn write_event(&mut self, e: Event) {
         let text = e.kind.to_string();
         tracing::info!(service = e.service.as_deref().unwrap_or("-"), "{text}");
         if let Some(name) = &e.service {
@@ -506,489 +353,8 @@ impl Actor {
         }
         self.logs.event(e.service.as_deref(), text);
     }
-
-    /// Opens (or closes) the service's notify socket as its spec now asks.
-    fn sync_notify_socket(&mut self, name: &str, spec: &ServiceSpec) {
-        let want = spec.ready.as_ref().is_some_and(|r| r.notify);
-        let dir = self.services.config.supervisor.state_dir.join("notify");
-        let e = self.exec.entry(name.to_string()).or_default();
-        if !want {
-            if let Some(t) = e.notify_task.take() {
-                t.abort();
-            }
-            if let Some(p) = e.notify_path.take() {
-                let _ = std::fs::remove_file(p);
-            }
-            return;
-        }
-        if e.notify_task.as_ref().is_some_and(|t| !t.is_finished()) {
-            return;
-        }
-        let path = dir.join(format!("{name}.sock"));
-        match std::fs::create_dir_all(&dir).and_then(|_| probe::notify::bind(&path)) {
-            Ok(sock) => {
-                let tx = self.tx.clone();
-                let service = name.to_string();
-                e.notify_task = Some(tokio::spawn(async move {
-                    while let Ok(msg) = probe::notify::recv(&sock).await {
-                        let m = Msg::Notify {
-                            service: service.clone(),
-                            msg,
-                        };
-                        if tx.send(m).is_err() {
-                            break;
-                        }
-                    }
-                }));
-                e.notify_path = Some(path);
-            }
-            Err(err) => self.write_event(Event::of(
-                name,
-                EventKind::NotifySocketFailed {
-                    path: path.display().to_string(),
-                    error: err.to_string(),
-                },
-            )),
-        }
-    }
-
-    fn spawn(&mut self, name: &str, run: u64) -> Input {
-        let failed = |error: String| Input::SpawnFailed {
-            service: name.to_string(),
-            run,
-            error,
-        };
-        let Some(spec) = self.services.svcs.get(name).map(|s| s.spec.clone()) else {
-            return failed("the service is gone".into());
-        };
-        self.sync_notify_socket(name, &spec);
-        let root = self.cgroup_root.clone();
-        let e = self.exec.entry(name.to_string()).or_default();
-        if let Some(root) = root {
-            // Re-created when missing: someone may have removed an empty cgroup.
-            e.cgroup = cgroup::service_dir(&root, name);
-        }
-        let notify = spec.ready.as_ref().is_some_and(|r| r.notify);
-        let extras = spawn::SpawnExtras {
-            instance: &self.instance,
-            notify_socket: if notify {
-                e.notify_path.as_deref()
-            } else {
-                None
-            },
-            watchdog: spec.watchdog,
-            cgroup: e.cgroup.as_deref(),
-        };
-        let sp = match spawn::spawn(&spec, &extras) {
-            Ok(sp) => sp,
-            Err(err) => return failed(err),
-        };
-        // A child that could not join its cgroup runs outside it: trusting the empty
-        // cgroup would blind memory limits and leftover reaping, so this run is tracked
-        // by group and markers instead, and an event says so.
-        let (tree, cgroup_error) = match &e.cgroup {
-            None => (TreeKind::GroupMarkers, None),
-            Some(cg) if cgroup::procs(cg).contains(&sp.pid) => (TreeKind::Cgroup, None),
-            Some(cg) => (
-                TreeKind::GroupMarkers,
-                Some(format!(
-                    "pid {} is not in {}/cgroup.procs{}",
-                    sp.pid,
-                    cg.display(),
-                    sp.cgroup_error
-                        .as_deref()
-                        .map(|x| format!(": {x}"))
-                        .unwrap_or_default()
-                )),
-            ),
-        };
-        e.tree = Some(tree);
-        e.sessions.retain(|p| *p != sp.pid);
-        e.sessions.push(sp.pid);
-        if e.sessions.len() > 4 {
-            e.sessions.remove(0);
-        }
-        let start_ticks = tree::read_proc(sp.pid).map(|p| p.start_time).unwrap_or(0);
-        let mut child = sp.child;
-        let svc_name: Arc<str> = name.into();
-        let readers: [(Stream, Option<Box<dyn tokio::io::AsyncRead + Unpin + Send>>); 2] = [
-            (
-                Stream::Out,
-                child
-                    .stdout
-                    .take()
-                    .map(|r| Box::new(r) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
-            ),
-            (
-                Stream::Err,
-                child
-                    .stderr
-                    .take()
-                    .map(|r| Box::new(r) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
-            ),
-        ];
-        for (stream, reader) in readers {
-            let Some(reader) = reader else { continue };
-            let tx = self.tx.clone();
-            let service = name.to_string();
-            let on_drop: pump::DropReport = Box::new(move |count| {
-                let _ = tx.send(Msg::LogDropped {
-                    service: service.clone(),
-                    count,
-                });
-            });
-            tokio::spawn(pump::pump(
-                reader,
-                svc_name.clone(),
-                stream,
-                self.logs.clone(),
-                on_drop,
-            ));
-        }
-        let tx = self.tx.clone();
-        let service = name.to_string();
-        tokio::spawn(async move {
-            let exit = match child.wait().await {
-                Ok(st) => {
-                    use std::os::unix::process::ExitStatusExt;
-                    ExitInfo {
-                        code: st.code(),
-                        signal: st.signal(),
-                    }
-                }
-                Err(_) => ExitInfo {
-                    code: None,
-                    signal: None,
-                },
-            };
-            let _ = tx.send(Msg::Exited {
-                service,
-                run,
-                exit,
-            });
-        });
-        Input::Spawned {
-            service: name.to_string(),
-            run,
-            pid: sp.pid,
-            start_ticks,
-            tree,
-            env: sp.env,
-            cgroup_error,
-        }
-    }
-
-    fn start_probe(&mut self, name: &str, run: u64, kind: ProbeKind) {
-        let Some(spec) = self.services.svcs.get(name).map(|s| &s.spec) else {
-            return;
-        };
-        let tx = self.tx.clone();
-        let service = name.to_string();
-        let task = match kind {
-            ProbeKind::Ready => {
-                let Some(p) = spec.ready.as_ref().and_then(|r| r.probe.clone()) else {
-                    return;
-                };
-                tokio::spawn(ready_probe_loop(tx, service, run, p))
-            }
-            ProbeKind::Health => {
-                let Some(h) = spec.health.clone() else { return };
-                tokio::spawn(async move {
-                    tokio::time::sleep(h.start_period).await;
-                    let mut tick = tokio::time::interval(h.interval);
-                    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                    loop {
-                        tick.tick().await;
-                        let result = probe::check(&h.probe, h.timeout).await;
-                        let m = Msg::Probe {
-                            service: service.clone(),
-                            run,
-                            kind: ProbeKind::Health,
-                            result,
-                        };
-                        if tx.send(m).is_err() {
-                            break;
-                        }
-                    }
-                })
-            }
-        };
-        self.exec.entry(name.to_string()).or_default().probes.push(task);
-    }
-
-    /// SIGKILL to the group and the cgroup at once; the members found by a `/proc` scan
-    /// (escaped descendants) off the actor.
-    fn kill_tree(&mut self, name: &str) {
-        let pid = self
-            .services
-            .svcs
-            .get(name)
-            .and_then(|s| s.state().run().map(|r| r.pid));
-        if let Some(pid) = pid {
-            kill::signal_group(pid, Signal::SIGKILL);
-        }
-        let Some(e) = self.exec.get(name) else { return };
-        let cg = e.tree_cgroup();
-        if let Some(cg) = &cg {
-            cgroup::kill(cg);
-        }
-        let (service, prefix, sessions) = (name.to_string(), self.prefix.clone(), e.sessions.clone());
-        tokio::task::spawn_blocking(move || {
-            let snap = tree::Snapshot::take();
-            for p in resources::leftovers(&snap, &service, &prefix, &sessions, cg.as_deref()) {
-                kill::signal_checked(p.pid, p.start_time, Signal::SIGKILL);
-            }
-        });
-    }
-
-    /// Finds and kills what is left of a run's tree off the actor, then says so.
-    fn reap_leftovers(&mut self, service: String, run: u64, signal: Signal, grace: Duration) {
-        let e = self.exec.entry(service.clone()).or_default();
-        let cg = e.tree_cgroup();
-        let sessions = std::mem::take(&mut e.sessions);
-        let prefix = self.prefix.clone();
-        let tx = self.tx.clone();
-        tokio::task::spawn_blocking(move || {
-            let left = resources::leftovers_now(&service, &prefix, &sessions, cg.as_deref());
-            let killed = if left.is_empty() {
-                Vec::new()
-            } else {
-                resources::kill_leftovers(left, signal, grace)
-            };
-            if let Some(cg) = cg {
-                if cgroup::populated(&cg) {
-                    cgroup::kill(&cg);
-                }
-            }
-            let killed = killed.iter().map(|(p, c)| format!("{p} ({c})")).collect();
-            let _ = tx.send(Msg::TreeClean {
-                service,
-                run,
-                killed,
-            });
-        });
-    }
-
-    /// Is `pid` the service's main process or inside its tree (descendant or session)?
-    fn pid_belongs(&self, name: &str, pid: i32) -> bool {
-        let Some(run) = self.services.svcs.get(name).and_then(|s| s.state().run()) else {
-            return false;
-        };
-        if pid == run.pid {
-            return true;
-        }
-        let mut cur = pid;
-        for _ in 0..64 {
-            match tree::read_proc(cur) {
-                Some(p) if p.sid == run.pid || p.ppid == run.pid => return true,
-                Some(p) if p.ppid > 1 => cur = p.ppid,
-                _ => return false,
-            }
-        }
-        false
-    }
-
-    fn begin_reload(&mut self, reply: Option<oneshot::Sender<Response>>) {
-        if self.services.shutting_down {
-            self.write_event(Event::daemon(EventKind::ReloadIgnored));
-            if let Some(r) = reply {
-                let _ = r.send(Response::error(
-                    ErrorCode::ShuttingDown,
-                    "the daemon is shutting down; nothing was reloaded",
-                ));
-            }
-            return;
-        }
-        let file = self.services.config.file.clone();
-        let tx = self.tx.clone();
-        tokio::spawn(async move {
-            let result = load_off_actor(file.clone()).await.map(Box::new);
-            let _ = tx.send(Msg::ReloadLoaded { result, reply });
-        });
-    }
-
-    /// `restart` keeps the running config (seed 004 §5.3: `pm2 restart` silently kept the
-    /// old env). Say so when the file on disk now says something else. The file is read
-    /// off the actor; the restart itself already happened.
-    fn reply_with_stale_warnings(&self, resp: Response, reply: oneshot::Sender<Response>) {
-        let Response::Outcomes { outcomes, warnings } = resp else {
-            let _ = reply.send(resp);
-            return;
-        };
-        let file = self.services.config.file.clone();
-        let running: BTreeMap<String, ServiceSpec> = self
-            .services
-            .svcs
-            .iter()
-            .map(|(n, s)| (n.clone(), s.spec.clone()))
-            .collect();
-        tokio::spawn(async move {
-            let mut warnings = warnings;
-            warnings.extend(match load_off_actor(file.clone()).await {
-                Err(_) => vec![format!(
-                    "warning: {} no longer validates; the running config was used (see `lmctl check`)",
-                    file.display()
-                )],
-                Ok(disk) => stale_warning(&running, &disk).into_iter().collect(),
-            });
-            let _ = reply.send(Response::Outcomes { outcomes, warnings });
-        });
-    }
-
-    /// Leftovers of earlier daemons on this state dir (a crashed or SIGKILLed daemon) are
-    /// reaped before anything starts, so nothing runs twice; off the actor, so `status`
-    /// answers meanwhile. `Boot` follows when it is done.
-    fn reap_stale_instances(&mut self) {
-        let tx = self.tx.clone();
-        if !self.services.config.supervisor.reap_orphans {
-            let _ = tx.send(Msg::StaleReaped { events: Vec::new() });
-            return;
-        }
-        let (prefix, instance) = (self.prefix.clone(), self.instance.clone());
-        let cgroups: Vec<(String, PathBuf)> = match &self.cgroup_root {
-            Some(root) => self
-                .services
-                .svcs
-                .keys()
-                .map(|n| (n.clone(), root.join(n)))
-                .collect(),
-            None => Vec::new(),
-        };
-        tokio::task::spawn_blocking(move || {
-            let mut events = Vec::new();
-            let snap = tree::Snapshot::take();
-            let stale = resources::stale_instances(&snap, &prefix, &instance);
-            let stale_cgroups: Vec<(String, PathBuf)> = cgroups
-                .into_iter()
-                .filter(|(_, dir)| cgroup::populated(dir))
-                .collect();
-            // Every leftover gets its SIGTERM at once; the grace is shared, not per service.
-            let handles: Vec<_> = stale
-                .into_iter()
-                .map(|(svc, procs)| {
-                    std::thread::spawn(move || {
-                        let killed =
-                            resources::kill_leftovers(procs, Signal::SIGTERM, LEFTOVER_GRACE);
-                        (svc, killed)
-                    })
-                })
-                .collect();
-            for h in handles {
-                if let Ok((svc, killed)) = h.join() {
-                    events.push(Event::of(
-                        &svc,
-                        EventKind::OrphansReaped {
-                            processes: killed.iter().map(|(p, c)| format!("{p} ({c})")).collect(),
-                            earlier_daemon: true,
-                        },
-                    ));
-                }
-            }
-            for (svc, dir) in stale_cgroups {
-                if cgroup::populated(&dir) {
-                    let pids = cgroup::procs(&dir);
-                    cgroup::kill(&dir);
-                    events.push(Event::of(
-                        &svc,
-                        EventKind::CgroupReaped {
-                            cgroup: dir.display().to_string(),
-                            pids,
-                        },
-                    ));
-                }
-            }
-            let _ = tx.send(Msg::StaleReaped { events });
-        });
-    }
 }
 
-const LEFTOVER_GRACE: Duration = Duration::from_secs(2);
-
-fn no_reply() -> Response {
+pub(super) fn no_reply() -> Response {
     Response::error(ErrorCode::Internal, "the supervisor gave no answer")
-}
-
-/// Loads and validates the config on a blocking thread, with a deadline.
-pub async fn load_off_actor(
-    file: PathBuf,
-) -> Result<Config, Vec<crate::config::Diagnostic>> {
-    let f = file.clone();
-    match tokio::time::timeout(
-        CONFIG_LOAD_TIMEOUT,
-        tokio::task::spawn_blocking(move || config::load(&f)),
-    )
-    .await
-    {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => Err(vec![crate::config::Diagnostic::whole_file(
-            &file,
-            format!("loading the config failed: {e}"),
-        )]),
-        Err(_) => Err(vec![crate::config::Diagnostic::whole_file(
-            &file,
-            format!(
-                "reading the config (or one of its env_file) took over {}s: is it a FIFO or on a hung mount? Nothing was changed",
-                CONFIG_LOAD_TIMEOUT.as_secs()
-            ),
-        )]),
-    }
-}
-
-fn stale_warning(running: &BTreeMap<String, ServiceSpec>, disk: &Config) -> Option<String> {
-    let changed: Vec<&str> = running
-        .iter()
-        .filter(|(n, s)| disk.services.get(*n).is_none_or(|d| d.process_differs(s)))
-        .map(|(n, _)| n.as_str())
-        .chain(
-            disk.services
-                .keys()
-                .filter(|n| !running.contains_key(*n))
-                .map(String::as_str),
-        )
-        .collect();
-    (!changed.is_empty()).then(|| format!(
-        "warning: the config on disk differs from the running one for {}; restart keeps the running config: run `lmctl reload` to apply the change",
-        changed.join(", ")
-    ))
-}
-
-/// Retries a ready probe until it passes; reports each new error once. The machine's ready
-/// timeout ends it (by stopping probes), never the probe itself.
-async fn ready_probe_loop(
-    tx: mpsc::UnboundedSender<Msg>,
-    service: String,
-    run: u64,
-    p: crate::config::Probe,
-) {
-    let mut last_err: Option<String> = None;
-    let mut delay = Duration::from_millis(50);
-    loop {
-        match probe::check(&p, Duration::from_secs(2)).await {
-            Ok(()) => {
-                let _ = tx.send(Msg::Probe {
-                    service,
-                    run,
-                    kind: ProbeKind::Ready,
-                    result: Ok(()),
-                });
-                return;
-            }
-            Err(e) => {
-                if last_err.as_deref() != Some(e.as_str()) {
-                    last_err = Some(e.clone());
-                    let m = Msg::Probe {
-                        service: service.clone(),
-                        run,
-                        kind: ProbeKind::Ready,
-                        result: Err(e),
-                    };
-                    if tx.send(m).is_err() {
-                        return;
-                    }
-                }
-            }
-        }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_millis(500));
-    }
 }

@@ -10,11 +10,9 @@ use std::time::{Duration, Instant};
 
 use super::action::{Action, HistoryList, SystemdNote};
 use super::event::{millis, Event, EventKind};
-use super::state::{
-    merge_after_stop, next_restart, wants_restart, AfterStop, Run, State, Svc,
-};
+use super::state::{AfterStop, Run, State, Svc};
 use super::ProbeKind;
-use crate::config::{units::human_duration as human, Config, DepCondition, EnvVar};
+use crate::config::{Config, DepCondition, EnvVar};
 use crate::control::proto::{ExitInfo, Health, RestartReason, TreeKind};
 use crate::resources::Sample;
 
@@ -145,7 +143,7 @@ impl Machine<'_> {
         self.out.push(Action::Event(Event::daemon(kind)));
     }
 
-    fn history(&mut self, service: &str, list: HistoryList, text: String) {
+    pub(super) fn history(&mut self, service: &str, list: HistoryList, text: String) {
         self.out.push(Action::History {
             service: service.to_string(),
             list,
@@ -157,7 +155,7 @@ impl Machine<'_> {
         self.s.svcs.get_mut(name)
     }
 
-    fn set(&mut self, name: &str, to: State) -> bool {
+    pub(super) fn set(&mut self, name: &str, to: State) -> bool {
         self.s.svcs.get_mut(name).is_some_and(|s| s.set(to))
     }
 
@@ -182,7 +180,7 @@ impl Machine<'_> {
         }
     }
 
-    fn handle(&mut self, input: Input) {
+    pub(super) fn handle(&mut self, input: Input) {
         match input {
             Input::Boot => {
                 for name in self.s.config.start_order.clone() {
@@ -265,9 +263,12 @@ impl Machine<'_> {
             None => return,
         };
         for d in deps {
-            if self.s.svcs.get(&d).is_some_and(|s| {
-                s.state().is_down() || matches!(s.state(), State::Backoff { .. })
-            }) {
+            if self
+                .s
+                .svcs
+                .get(&d)
+                .is_some_and(|s| s.state().is_down() || matches!(s.state(), State::Backoff { .. }))
+            {
                 self.start(&d, user);
             }
         }
@@ -322,7 +323,7 @@ impl Machine<'_> {
 
     /// Moves every service that can move: spawns waiting services whose dependencies are
     /// met; during shutdown, stops services nothing running depends on.
-    fn advance(&mut self) {
+    pub(super) fn advance(&mut self) {
         if self.s.shutting_down {
             // Nothing starts during a shutdown, whatever asked for it.
             let waiting: Vec<String> = self
@@ -368,7 +369,7 @@ impl Machine<'_> {
         self.report_systemd();
     }
 
-    fn begin_spawn(&mut self, name: &str) {
+    pub(super) fn begin_spawn(&mut self, name: &str) {
         let Some(s) = self.svc(name) else { return };
         s.runs += 1;
         let run = s.runs;
@@ -381,7 +382,7 @@ impl Machine<'_> {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn on_spawned(
+    pub(super) fn on_spawned(
         &mut self,
         name: &str,
         run_id: u64,
@@ -465,18 +466,28 @@ impl Machine<'_> {
         }
     }
 
-    fn on_spawn_failed(&mut self, name: &str, run: u64, error: String) {
+    pub(super) fn on_spawn_failed(&mut self, name: &str, run: u64, error: String) {
         let Some(s) = self.svc(name) else { return };
         if *s.state() != (State::Spawning { run }) {
             return;
         }
         s.last_error = Some(error.clone());
-        self.event(name, EventKind::SpawnFailed { error: error.clone() });
+        self.event(
+            name,
+            EventKind::SpawnFailed {
+                error: error.clone(),
+            },
+        );
         self.recover(name, error, RestartReason::Crash, true, Duration::ZERO);
     }
 
-    fn start_health(&mut self, name: &str, run: u64) {
-        if self.s.svcs.get(name).is_some_and(|s| s.spec.health.is_some()) {
+    pub(super) fn start_health(&mut self, name: &str, run: u64) {
+        if self
+            .s
+            .svcs
+            .get(name)
+            .is_some_and(|s| s.spec.health.is_some())
+        {
             self.out.push(Action::StartProbe {
                 service: name.to_string(),
                 run,
@@ -485,7 +496,7 @@ impl Machine<'_> {
         }
     }
 
-    fn become_ready(&mut self, name: &str, how: &str) {
+    pub(super) fn become_ready(&mut self, name: &str, how: &str) {
         let now = self.now;
         let Some(s) = self.svc(name) else { return };
         let State::Starting(run) = s.state().clone() else {
@@ -513,577 +524,9 @@ impl Machine<'_> {
 
     // ---- stopping and exits ---------------------------------------------------------
 
-    /// Sends the stop signal to the run's process group and arms the stop timeout. A stop
-    /// already under way only merges its ending (see [`merge_after_stop`]).
-    pub(super) fn stop_run(&mut self, name: &str, then: AfterStop) {
-        let now = self.now;
-        let Some(s) = self.svc(name) else { return };
-        if let Some(t) = s.stopping_then() {
-            *t = merge_after_stop(t.clone(), then);
-            return;
-        }
-        let Some(run) = s.state().live().cloned() else {
-            return;
-        };
-        let sig = s.spec.stop_signal();
-        let timeout = s.spec.stop_timeout;
-        let pid = run.pid;
-        s.set(State::Stopping {
-            run: Some(run),
-            then,
-            since: now,
-            sigkill: false,
-        });
-        self.out.push(Action::StopProbes {
-            service: name.to_string(),
-        });
-        self.out.push(Action::SignalGroup {
-            service: name.to_string(),
-            pid,
-            signal: sig,
-        });
-        self.event(
-            name,
-            EventKind::StopSignal {
-                pid,
-                signal: sig.as_str().to_string(),
-                timeout_ms: millis(timeout),
-            },
-        );
-        self.arm_timer(name, timeout);
-    }
-
-    /// SIGKILL to everything of the tree.
-    fn kill_tree(&mut self, name: &str) {
-        let Some(s) = self.svc(name) else { return };
-        s.mark_sigkill();
-        self.out.push(Action::KillTree {
-            service: name.to_string(),
-        });
-    }
-
-    fn on_exit(&mut self, name: &str, run_id: u64, exit: ExitInfo) {
-        let now = self.now;
-        let Some(s) = self.svc(name) else { return };
-        let Some(run) = s.state().run().filter(|r| r.id == run_id).cloned() else {
-            return;
-        };
-        let uptime = now.saturating_duration_since(run.started);
-        s.last_exit = Some(exit);
-        let then = match s.state() {
-            State::Stopping { then, .. } => then.clone(),
-            state => {
-                let failed_start = matches!(state, State::Starting(_));
-                if failed_start {
-                    s.last_error = Some(format!("exited with {exit} before it was started"));
-                    if s.spec.ready.is_some() {
-                        s.last_error = Some(format!("exited with {exit} before it was ready"));
-                    }
-                } else if exit.code != Some(0) {
-                    s.last_error = Some(format!("exited with {exit} after {}", human(uptime)));
-                }
-                if wants_restart(s.spec.restart, &s.spec.stop_exit_codes, Some(exit)) {
-                    AfterStop::Recover {
-                        reason: format!("exited with {exit}"),
-                        why: RestartReason::Crash,
-                        failed_start,
-                        uptime,
-                    }
-                } else {
-                    AfterStop::Exited
-                }
-            }
-        };
-        self.out.push(Action::StopProbes {
-            service: name.to_string(),
-        });
-        self.history(
-            name,
-            HistoryList::Exits,
-            format!("pid {} {exit} after {}", run.pid, human(uptime)),
-        );
-        self.event(
-            name,
-            EventKind::Exit {
-                pid: run.pid,
-                exit_code: exit.code,
-                signal: exit.signal,
-                uptime_ms: millis(uptime),
-            },
-        );
-        self.end_run(name, then);
-    }
-
-    /// The main process is gone: what is left of its tree is reaped off the actor, which
-    /// answers `TreeClean`, and then `finish_stop` decides what comes next.
-    fn end_run(&mut self, name: &str, then: AfterStop) {
-        self.cancel_timer(name);
-        let now = self.now;
-        let Some(s) = self.svc(name) else { return };
-        let (since, sigkill) = match s.state() {
-            State::Stopping { since, sigkill, .. } => (*since, *sigkill),
-            _ => (now, false),
-        };
-        let run = s.runs;
-        let signal = s.spec.stop_signal();
-        let grace = s.spec.stop_timeout.min(LEFTOVER_GRACE);
-        s.set(State::Stopping {
-            run: None,
-            then,
-            since,
-            sigkill,
-        });
-        self.out.push(Action::ReapLeftovers {
-            service: name.to_string(),
-            run,
-            signal,
-            grace,
-        });
-    }
-
-    pub(super) fn finish_stop(&mut self, name: &str) {
-        let now = self.now;
-        let Some(s) = self.svc(name) else { return };
-        let State::Stopping {
-            run: None,
-            then,
-            since,
-            sigkill,
-        } = s.state().clone()
-        else {
-            return;
-        };
-        let took = millis(now.saturating_duration_since(since));
-        match then {
-            AfterStop::Idle => {
-                s.last_stop = Some((took, sigkill));
-                s.set(State::Stopped);
-                self.event(
-                    name,
-                    EventKind::Stop {
-                        took_ms: took,
-                        sigkill,
-                    },
-                );
-            }
-            AfterStop::Exited => {
-                s.set(State::Exited);
-            }
-            AfterStop::Start => {
-                s.last_stop = Some((took, sigkill));
-                s.set(State::Waiting);
-            }
-            AfterStop::Remove => {
-                self.s.svcs.remove(name);
-                self.out.push(Action::Release {
-                    service: name.to_string(),
-                });
-                self.event(name, EventKind::Removed);
-            }
-            AfterStop::Recover {
-                reason,
-                why,
-                failed_start,
-                uptime,
-            } => self.recover(name, reason, why, failed_start, uptime),
-        }
-    }
-
-    /// After a run ended for a reason: restart with backoff, or give up.
-    fn recover(
-        &mut self,
-        name: &str,
-        reason: String,
-        why: RestartReason,
-        failed_start: bool,
-        uptime: Duration,
-    ) {
-        let now = self.now;
-        if self.s.shutting_down {
-            self.set(name, State::Stopped);
-            return;
-        }
-        let Some(s) = self.svc(name) else { return };
-        let (min_uptime, max_restarts, backoff) = (
-            s.spec.min_uptime,
-            s.spec.max_restarts,
-            s.spec.backoff.clone(),
-        );
-        match next_restart(
-            &mut s.streak,
-            failed_start,
-            uptime,
-            min_uptime,
-            max_restarts,
-            &backoff,
-        ) {
-            Ok(delay) => {
-                s.restarts += 1;
-                s.last_restart = Some(why);
-                let streak = s.streak;
-                if delay.is_zero() && !uptime.is_zero() {
-                    // No timer round trip: `advance` spawns it in this same step.
-                    s.set(State::Waiting);
-                    self.event(name, EventKind::restart(why, reason, delay, streak));
-                } else {
-                    // A start that failed at once waits at least a moment.
-                    let delay = if failed_start && uptime.is_zero() {
-                        delay.max(MIN_FAILED_START_DELAY)
-                    } else {
-                        delay.max(Duration::from_millis(1))
-                    };
-                    s.set(State::Backoff {
-                        until: now + delay,
-                    });
-                    self.event(name, EventKind::restart(why, reason, delay, streak));
-                    self.arm_timer(name, delay);
-                }
-            }
-            Err(n) => {
-                let err = format!(
-                    "gave up after {n} failed runs in a row (max_restarts = {max_restarts}); last: {reason}. Fix the cause, then run `lmctl restart {name}`"
-                );
-                s.last_error = Some(err.clone());
-                s.set(State::Failed);
-                self.event(name, EventKind::Failed { detail: err });
-            }
-        }
-    }
-
-    fn on_timer(&mut self, name: &str, token: u64) {
-        let now = self.now;
-        let Some(s) = self.svc(name) else { return };
-        if s.timer != token {
-            return;
-        }
-        match s.state().clone() {
-            State::Backoff { .. } => {
-                s.set(State::Waiting);
-            }
-            State::Starting(run) if s.spec.ready.is_none() => {
-                // Stayed up through its start grace: started.
-                let took = now.saturating_duration_since(run.started);
-                let id = run.id;
-                s.set(State::Running(run));
-                self.event(
-                    name,
-                    EventKind::Started {
-                        after_ms: millis(took),
-                    },
-                );
-                self.start_health(name, id);
-            }
-            State::Starting(run) => {
-                let timeout = s.spec.ready.as_ref().map(|r| r.timeout).unwrap_or_default();
-                let how = match s.spec.ready.as_ref() {
-                    Some(r) if r.notify => "no READY=1 on its NOTIFY_SOCKET".to_string(),
-                    Some(r) => match (&r.probe, &run.probe_error) {
-                        (_, Some(e)) => format!("last probe: {e}"),
-                        (Some(p), None) => format!("{} never succeeded", crate::probe::describe(p)),
-                        _ => String::new(),
-                    },
-                    None => String::new(),
-                };
-                let reason = format!("not ready within {} ({how})", human(timeout));
-                s.last_error = Some(reason.clone());
-                self.event(
-                    name,
-                    EventKind::NotReady {
-                        detail: reason.clone(),
-                    },
-                );
-                self.stop_run(
-                    name,
-                    AfterStop::Recover {
-                        reason,
-                        why: RestartReason::Crash,
-                        failed_start: true,
-                        uptime: Duration::ZERO,
-                    },
-                );
-            }
-            State::Stopping { run: Some(run), .. } => {
-                let timeout = s.spec.stop_timeout;
-                self.event(
-                    name,
-                    EventKind::StopTimeout {
-                        pid: run.pid,
-                        timeout_ms: millis(timeout),
-                    },
-                );
-                self.kill_tree(name);
-            }
-            State::Ready(run) | State::Running(run) => {
-                let w = s.spec.watchdog.unwrap_or_default();
-                let reason = format!("watchdog: no WATCHDOG=1 within {}", human(w));
-                s.last_error = Some(reason.clone());
-                self.event(
-                    name,
-                    EventKind::Watchdog {
-                        detail: reason.clone(),
-                    },
-                );
-                self.stop_run(
-                    name,
-                    AfterStop::Recover {
-                        reason,
-                        why: RestartReason::Watchdog,
-                        failed_start: false,
-                        uptime: now.saturating_duration_since(run.started),
-                    },
-                );
-            }
-            _ => {}
-        }
-    }
-
-    fn on_probe(&mut self, name: &str, run_id: u64, kind: ProbeKind, result: Result<(), String>) {
-        let now = self.now;
-        let Some(s) = self.svc(name) else { return };
-        // A stopping run's fate is decided; a late probe result must not change it.
-        let Some(run) = s.state().live().filter(|r| r.id == run_id).cloned() else {
-            return;
-        };
-        let retries = s.spec.health.as_ref().map(|h| h.retries).unwrap_or(1);
-        let policy = s.spec.restart;
-        if kind == ProbeKind::Health
-            && (s.spec.health.is_none() || matches!(s.state(), State::Starting(_)))
-        {
-            // Health is probed only once a run is up, and only when configured.
-            return;
-        }
-        match (kind, result) {
-            (ProbeKind::Ready, Ok(())) => {
-                self.history(name, HistoryList::Probes, "ready probe ok".into());
-                self.become_ready(name, "probe passed");
-            }
-            (ProbeKind::Ready, Err(e)) => {
-                if let Some(r) = s.run_mut() {
-                    r.probe_error = Some(e.clone());
-                }
-                self.history(name, HistoryList::Probes, format!("ready probe: {e}"));
-            }
-            (ProbeKind::Health, Ok(())) => {
-                let Some(r) = s.run_mut() else { return };
-                let was = r.health;
-                r.health = Health::Healthy;
-                r.health_fails = 0;
-                if let State::Unhealthy(r) = s.state().clone() {
-                    s.set(State::Ready(r));
-                }
-                if was != Health::Healthy {
-                    self.history(name, HistoryList::Probes, "health ok".into());
-                }
-            }
-            (ProbeKind::Health, Err(e)) => {
-                let Some(r) = s.run_mut() else { return };
-                r.health_fails += 1;
-                let fails = r.health_fails;
-                let already = r.health == Health::Unhealthy;
-                self.history(
-                    name,
-                    HistoryList::Probes,
-                    format!("health failed ({fails}/{retries}): {e}"),
-                );
-                self.event(
-                    name,
-                    EventKind::ProbeFailed {
-                        probe: ProbeKind::Health,
-                        fails,
-                        retries,
-                        error: e.clone(),
-                    },
-                );
-                if fails < retries || already {
-                    return;
-                }
-                let reason =
-                    format!("unhealthy: {retries} health probes failed in a row, last: {e}");
-                let Some(s) = self.svc(name) else { return };
-                s.last_error = Some(reason.clone());
-                if let Some(r) = s.run_mut() {
-                    r.health = Health::Unhealthy;
-                }
-                let restart = policy != crate::config::RestartPolicy::Never;
-                self.event(
-                    name,
-                    EventKind::Unhealthy {
-                        detail: reason.clone(),
-                        restart,
-                    },
-                );
-                if restart {
-                    self.stop_run(
-                        name,
-                        AfterStop::Recover {
-                            reason,
-                            why: RestartReason::Health,
-                            failed_start: false,
-                            uptime: now.saturating_duration_since(run.started),
-                        },
-                    );
-                } else if let Some(s) = self.svc(name) {
-                    if let State::Ready(mut r) | State::Running(mut r) = s.state().clone() {
-                        r.health = Health::Unhealthy;
-                        s.set(State::Unhealthy(r));
-                    }
-                }
-            }
-        }
-    }
-
-    fn on_notify(&mut self, name: &str, fields: NotifyFields) {
-        let now = self.now;
-        for (k, v) in fields {
-            let Some(s) = self.s.svcs.get_mut(name) else {
-                return;
-            };
-            match k.as_str() {
-                "READY" if v == "1" => {
-                    if s.spec.ready.as_ref().is_some_and(|r| r.notify) {
-                        self.become_ready(name, "READY=1");
-                    }
-                }
-                "STATUS" => {
-                    if let Some(r) = s.run_mut() {
-                        r.status_text = Some(v);
-                    }
-                }
-                "STOPPING" if v == "1" => self.event(name, EventKind::NotifyStopping),
-                "WATCHDOG" if v == "1" => {
-                    let w = s.spec.watchdog.filter(|_| matches!(s.state(), State::Ready(_)));
-                    if let Some(w) = w {
-                        self.arm_timer(name, w);
-                    }
-                }
-                "WATCHDOG" if v == "trigger" => {
-                    if let Some(run) = s.state().live().cloned() {
-                        let failed_start = matches!(s.state(), State::Starting(_));
-                        let reason = "asked for a watchdog restart (WATCHDOG=trigger)".to_string();
-                        self.event(name, EventKind::NotifyWatchdogTrigger);
-                        self.stop_run(
-                            name,
-                            AfterStop::Recover {
-                                reason,
-                                why: RestartReason::Watchdog,
-                                failed_start,
-                                uptime: now.saturating_duration_since(run.started),
-                            },
-                        );
-                    }
-                }
-                "MAINPID" => self.event(name, EventKind::NotifyMainPid { value: v }),
-                _ => {}
-            }
-        }
-    }
-
-    fn on_samples(&mut self, samples: Vec<Sample>) {
-        let now = self.now;
-        for sample in samples {
-            let name = sample.service.clone();
-            let Some(s) = self.svc(&name) else { continue };
-            let max_memory = s.spec.max_memory;
-            let Some(run) = s.run_mut() else { continue };
-            if sample.run != Some(run.id) {
-                // Measured for a run that has ended since: not this run's memory.
-                continue;
-            }
-            let over = max_memory.filter(|max| sample.memory_bytes > *max);
-            let started = run.started;
-            let live = s.state().live().is_some();
-            // Ended before it was ready (or past its grace): a failed start.
-            let failed_start = matches!(s.state(), State::Starting(_));
-            let top = (over.is_some() && live).then(|| {
-                // Only a memory restart needs the biggest processes: sort then.
-                let mut top = sample.procs.clone();
-                top.sort_by_key(|p| std::cmp::Reverse(p.pss_bytes.unwrap_or(p.rss_bytes)));
-                top
-            });
-            let (used, source, count) = (
-                sample.memory_bytes,
-                sample.memory_source,
-                sample.procs.len(),
-            );
-            if let Some(r) = s.run_mut() {
-                r.sample = Some(sample);
-            }
-            let (Some(max), Some(top)) = (over, top) else {
-                continue;
-            };
-            let biggest: Vec<String> = top
-                .iter()
-                .take(3)
-                .map(|p| {
-                    format!(
-                        "{} {} {}",
-                        p.pid,
-                        p.command.split(' ').next().unwrap_or(""),
-                        crate::config::units::human_bytes(p.pss_bytes.unwrap_or(p.rss_bytes))
-                    )
-                })
-                .collect();
-            let reason = format!(
-                "memory {} ({source}, {count} processes) over max_memory {}; biggest: {}",
-                crate::config::units::human_bytes(used),
-                crate::config::units::human_bytes(max),
-                biggest.join(", ")
-            );
-            s.last_error = Some(reason.clone());
-            self.event(
-                &name,
-                EventKind::MemoryRestart {
-                    memory_bytes: used,
-                    source,
-                    limit_bytes: max,
-                    processes: count,
-                    biggest,
-                },
-            );
-            self.stop_run(
-                &name,
-                AfterStop::Recover {
-                    reason,
-                    why: RestartReason::Memory,
-                    failed_start,
-                    uptime: now.saturating_duration_since(started),
-                },
-            );
-        }
-    }
-
     // ---- daemon-wide --------------------------------------------------------------
 
-    fn begin_shutdown(&mut self, why: &str) {
-        if !self.s.shutting_down {
-            self.out.push(Action::Systemd(SystemdNote::Stopping));
-            self.daemon_event(EventKind::ShuttingDown {
-                why: why.to_string(),
-            });
-        }
-        self.s.shutting_down = true;
-        let names: Vec<String> = self.s.svcs.keys().cloned().collect();
-        for name in names {
-            let Some(s) = self.svc(&name) else { continue };
-            match s.state() {
-                State::Waiting | State::Backoff { .. } => {
-                    s.set(State::Stopped);
-                    self.cancel_timer(&name);
-                }
-                State::Stopping { .. } => {
-                    if let Some(then) = s.stopping_then() {
-                        // A removal still forgets the service; everything else stays down.
-                        if *then != AfterStop::Remove {
-                            *then = AfterStop::Idle;
-                        }
-                    }
-                }
-                _ => {}
-            }
-        }
-    }
-
-    fn report_systemd(&mut self) {
+    pub(super) fn report_systemd(&mut self) {
         let total = self.s.svcs.len();
         let up = self
             .s
@@ -1099,16 +542,11 @@ impl Machine<'_> {
             .count();
         let status = format!("{up}/{total} services ready, {failed} failed");
         if !self.s.ready_sent && !self.s.shutting_down {
-            let settled = self
-                .s
-                .svcs
-                .values()
-                .filter(|s| s.spec.autostart)
-                .all(|s| {
-                    s.state().is_ready()
-                        || matches!(s.state(), State::Failed | State::Exited | State::Stopped)
-                        || (*s.state() == State::Waiting && Self::blocked(self.s, &s.spec.name))
-                });
+            let settled = self.s.svcs.values().filter(|s| s.spec.autostart).all(|s| {
+                s.state().is_ready()
+                    || matches!(s.state(), State::Failed | State::Exited | State::Stopped)
+                    || (*s.state() == State::Waiting && Self::blocked(self.s, &s.spec.name))
+            });
             if settled {
                 self.s.ready_sent = true;
                 self.out

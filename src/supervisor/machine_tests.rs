@@ -129,9 +129,7 @@ impl World {
                         token,
                         after,
                     } => self.timers.push((service, token, self.now + after)),
-                    Action::ReapLeftovers { service, run, .. } => {
-                        self.reaps.push((service, run))
-                    }
+                    Action::ReapLeftovers { service, run, .. } => self.reaps.push((service, run)),
                     Action::Event(e) => self.events.push(e.kind),
                     Action::Reply(r) => self.replies.push(r),
                     _ => {}
@@ -147,7 +145,11 @@ impl World {
             // A pid exists only in a state that has a run, and matches the live process.
             if let Some(r) = s.state().run() {
                 let p = self.procs.get(name);
-                assert_eq!(p.map(|p| p.1), Some(r.pid), "{name}: run without its process");
+                assert_eq!(
+                    p.map(|p| p.1),
+                    Some(r.pid),
+                    "{name}: run without its process"
+                );
             }
         }
     }
@@ -292,7 +294,10 @@ fn transition_table_is_what_the_docs_say() {
         (Running, &[Stopping, Unhealthy, Running]),
         (Ready, &[Unhealthy, Stopping, Ready]),
         (Unhealthy, &[Ready, Stopping]),
-        (Stopping, &[Stopping, Stopped, Exited, Waiting, Backoff, Failed]),
+        (
+            Stopping,
+            &[Stopping, Stopped, Exited, Waiting, Backoff, Failed],
+        ),
         (Backoff, &[Waiting, Stopped, Stopping]),
         (Failed, &[Waiting, Stopped, Stopping]),
         (Exited, &[Waiting, Stopped, Stopping]),
@@ -312,18 +317,30 @@ fn without_readiness_started_only_after_the_grace() {
     assert_eq!(w.state("a"), Kind::Starting, "not started before its grace");
     w.fire("a");
     assert_eq!(w.state("a"), Kind::Running);
-    assert!(w.events.iter().any(|e| matches!(e, EventKind::Started { .. })));
+    assert!(w
+        .events
+        .iter()
+        .any(|e| matches!(e, EventKind::Started { .. })));
 }
 
 #[test]
 fn exit_within_the_grace_is_a_failed_start() {
     let mut w = World::boot(ONE);
-    w.exit("a", ExitInfo { code: Some(3), signal: None });
+    w.exit(
+        "a",
+        ExitInfo {
+            code: Some(3),
+            signal: None,
+        },
+    );
     assert_eq!(w.state("a"), Kind::Stopping);
     w.clean("a");
     assert_eq!(w.state("a"), Kind::Backoff);
     let err = w.s.svcs["a"].last_error.clone().unwrap_or_default();
-    assert!(err.contains("exit code 3") && err.contains("before it was started"), "{err}");
+    assert!(
+        err.contains("exit code 3") && err.contains("before it was started"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -347,7 +364,11 @@ fn notify_ready_and_ready_timeout() {
         .iter()
         .any(|e| matches!(e, EventKind::NotReady { detail } if detail.contains("no READY=1"))));
     w.crash("a");
-    assert_eq!(w.state("a"), Kind::Backoff, "a failed start restarts per policy");
+    assert_eq!(
+        w.state("a"),
+        Kind::Backoff,
+        "a failed start restarts per policy"
+    );
 }
 
 #[test]
@@ -412,12 +433,27 @@ fn user_stop_escalates_to_sigkill_and_says_so() {
     let mut w = World::boot("[services.a]\ncommand = \"/bin/sh\"\nstop_timeout = \"3s\"\n");
     w.fire("a");
     let r = w.user(stop(&["a"]));
-    assert!(matches!(&r, Response::Outcomes { outcomes, .. } if outcomes[0].outcome == OutcomeKind::Stopping));
+    assert!(
+        matches!(&r, Response::Outcomes { outcomes, .. } if outcomes[0].outcome == OutcomeKind::Stopping)
+    );
     assert_eq!(w.state("a"), Kind::Stopping);
     w.fire("a");
-    assert!(w.actions.iter().any(|a| matches!(a, Action::KillTree { .. })));
-    w.exit("a", ExitInfo { code: None, signal: Some(9) });
-    assert_eq!(w.state("a"), Kind::Stopping, "stopping until the tree is gone");
+    assert!(w
+        .actions
+        .iter()
+        .any(|a| matches!(a, Action::KillTree { .. })));
+    w.exit(
+        "a",
+        ExitInfo {
+            code: None,
+            signal: Some(9),
+        },
+    );
+    assert_eq!(
+        w.state("a"),
+        Kind::Stopping,
+        "stopping until the tree is gone"
+    );
     w.clean("a");
     assert_eq!(w.state("a"), Kind::Stopped);
     assert_eq!(w.s.svcs["a"].last_stop, Some((3000, true)));
@@ -449,7 +485,9 @@ fn restart_waits_for_the_old_tree_then_spawns() {
     w.fire("a");
     let old = w.pid("a");
     let r = w.user(restart(&["a"]));
-    assert!(matches!(&r, Response::Outcomes { outcomes, .. } if outcomes[0].outcome == OutcomeKind::Restarting));
+    assert!(
+        matches!(&r, Response::Outcomes { outcomes, .. } if outcomes[0].outcome == OutcomeKind::Restarting)
+    );
     w.exit("a", CLEAN);
     assert_eq!(w.spawns_of("a"), 1);
     w.clean("a");
@@ -459,24 +497,31 @@ fn restart_waits_for_the_old_tree_then_spawns() {
 
 #[test]
 fn memory_over_the_limit_restarts_but_a_sample_of_an_old_run_does_not() {
-    let text = "[services.a]\ncommand = \"/bin/sh\"\nmax_memory = \"100MiB\"\nstart_grace = \"0s\"\n";
+    let text =
+        "[services.a]\ncommand = \"/bin/sh\"\nmax_memory = \"100MiB\"\nstart_grace = \"0s\"\n";
     let mut w = World::boot(text);
     let first = w.run_id("a");
     w.crash("a");
     w.fire("a");
     w.sample("a", first, 500 << 20);
-    assert_eq!(w.state("a"), Kind::Running, "an old run's sample is not this run's");
+    assert_eq!(
+        w.state("a"),
+        Kind::Running,
+        "an old run's sample is not this run's"
+    );
     let now = w.run_id("a");
     w.sample("a", now, 50 << 20);
     assert_eq!(w.state("a"), Kind::Running);
     w.sample("a", now, 500 << 20);
     assert_eq!(w.state("a"), Kind::Stopping);
-    assert!(w
-        .events
-        .iter()
-        .any(|e| matches!(e, EventKind::MemoryRestart { memory_bytes, .. } if *memory_bytes == 500 << 20)));
+    assert!(w.events.iter().any(
+        |e| matches!(e, EventKind::MemoryRestart { memory_bytes, .. } if *memory_bytes == 500 << 20)
+    ));
     w.crash("a");
-    assert_eq!(w.s.svcs["a"].last_restart, Some(crate::control::proto::RestartReason::Memory));
+    assert_eq!(
+        w.s.svcs["a"].last_restart,
+        Some(crate::control::proto::RestartReason::Memory)
+    );
 }
 
 #[test]
@@ -526,14 +571,18 @@ fn a_late_probe_result_does_not_change_a_stop() {
 
 #[test]
 fn watchdog_silence_restarts() {
-    let text = "[services.a]\ncommand = \"/bin/sh\"\nready = { notify = true }\nwatchdog = \"1s\"\n";
+    let text =
+        "[services.a]\ncommand = \"/bin/sh\"\nready = { notify = true }\nwatchdog = \"1s\"\n";
     let mut w = World::boot(text);
     w.notify("a", "READY", "1");
     w.notify("a", "WATCHDOG", "1");
     w.fire("a");
     assert_eq!(w.state("a"), Kind::Stopping);
     w.crash("a");
-    assert_eq!(w.s.svcs["a"].last_restart, Some(crate::control::proto::RestartReason::Watchdog));
+    assert_eq!(
+        w.s.svcs["a"].last_restart,
+        Some(crate::control::proto::RestartReason::Watchdog)
+    );
 }
 
 const CHAIN: &str = r#"
@@ -556,11 +605,17 @@ fn a_dependant_waits_for_its_dependency_to_be_ready() {
 
 #[test]
 fn a_dependant_of_a_dependency_that_gave_up_is_settled() {
-    let mut w = World::boot(&CHAIN.replace("ready = { notify = true }", "ready = { notify = true }\nmax_restarts = 0"));
+    let mut w = World::boot(&CHAIN.replace(
+        "ready = { notify = true }",
+        "ready = { notify = true }\nmax_restarts = 0",
+    ));
     w.fire("db");
     w.crash("db");
     assert_eq!(w.state("db"), Kind::Failed);
-    assert!(w.s.ready_sent, "READY=1 to systemd although web waits on a failed db");
+    assert!(
+        w.s.ready_sent,
+        "READY=1 to systemd although web waits on a failed db"
+    );
 }
 
 #[test]
@@ -583,7 +638,9 @@ fn shutdown_stops_in_reverse_order_and_starts_nothing() {
 fn removal_by_reload_stands_over_a_restart() {
     let mut w = World::boot(ONE);
     w.fire("a");
-    w.feed(Input::Reload(Box::new(cfg("[services.b]\ncommand = \"/bin/sh\"\n"))));
+    w.feed(Input::Reload(Box::new(cfg(
+        "[services.b]\ncommand = \"/bin/sh\"\n",
+    ))));
     assert_eq!(w.state("a"), Kind::Stopping);
     w.user(restart(&["a"]));
     w.crash("a");
@@ -595,7 +652,9 @@ fn removal_by_reload_stands_over_a_restart() {
 fn a_service_readded_while_its_removal_runs_is_kept() {
     let mut w = World::boot(ONE);
     w.fire("a");
-    w.feed(Input::Reload(Box::new(cfg("[services.b]\ncommand = \"/bin/sh\"\n"))));
+    w.feed(Input::Reload(Box::new(cfg(
+        "[services.b]\ncommand = \"/bin/sh\"\n",
+    ))));
     w.feed(Input::Reload(Box::new(cfg(ONE))));
     w.crash("a");
     assert_eq!(w.state("a"), Kind::Starting);
@@ -893,7 +952,9 @@ fn run_ops(ops: &[Op]) -> Result<(), TestCaseError> {
             let run = w.s.svcs.get(&name).map(|s| s.runs).unwrap_or(0);
             let key = (name.clone(), run);
             let failed = !m.reached.contains(&key)
-                || m.ended_at.get(&key).is_none_or(|u| *u < Duration::from_secs(5));
+                || m.ended_at
+                    .get(&key)
+                    .is_none_or(|u| *u < Duration::from_secs(5));
             let streak = m.streak.entry(name.clone()).or_default();
             *streak = if failed { *streak + 1 } else { 0 };
             match kind {
@@ -907,7 +968,13 @@ fn run_ops(ops: &[Op]) -> Result<(), TestCaseError> {
                     prop_assert_eq!(delay_ms, expected_delay(got.max(1)), "{}: delay", name);
                 }
                 EventKind::Failed { detail } => {
-                    prop_assert_eq!(*streak, MAX_RESTARTS + 1, "{}: gave up early or late: {}", name, detail);
+                    prop_assert_eq!(
+                        *streak,
+                        MAX_RESTARTS + 1,
+                        "{}: gave up early or late: {}",
+                        name,
+                        detail
+                    );
                 }
                 _ => {}
             }
@@ -919,7 +986,10 @@ fn run_ops(ops: &[Op]) -> Result<(), TestCaseError> {
     for _ in 0..20 {
         let names: Vec<String> = w.procs.keys().cloned().collect();
         for n in names {
-            let stopping = w.s.svcs.get(&n).is_some_and(|s| s.state().kind() == Kind::Stopping);
+            let stopping =
+                w.s.svcs
+                    .get(&n)
+                    .is_some_and(|s| s.state().kind() == Kind::Stopping);
             if stopping {
                 w.exit(&n, CRASH);
             } else {

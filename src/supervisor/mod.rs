@@ -5,11 +5,15 @@
 
 pub mod action;
 pub mod actor;
+mod dispatch;
 pub mod event;
+pub mod exec;
 pub mod machine;
+pub mod observe;
 pub mod reload;
 pub mod requests;
 pub mod state;
+pub mod stopping;
 pub mod view;
 
 #[cfg(test)]

@@ -79,7 +79,11 @@ impl Machine<'_> {
         self.out.push(Action::Reply(r));
     }
 
-    fn names_or_all(&self, names: &[String], autostart_only: bool) -> Result<Vec<String>, Response> {
+    fn names_or_all(
+        &self,
+        names: &[String],
+        autostart_only: bool,
+    ) -> Result<Vec<String>, Response> {
         if names.is_empty() {
             return Ok(self
                 .s
@@ -118,7 +122,12 @@ impl Machine<'_> {
         if down {
             outcome(n, OutcomeKind::Starting, was, None)
         } else {
-            outcome(n, OutcomeKind::AlreadyUp, was, Some(format!("already {was}")))
+            outcome(
+                n,
+                OutcomeKind::AlreadyUp,
+                was,
+                Some(format!("already {was}")),
+            )
         }
     }
 

@@ -85,7 +85,9 @@ pub enum State {
     /// Start asked for; waiting for dependencies (shown as `starting`).
     Waiting,
     /// The spawn of run `run` is being carried out (shown as `starting`).
-    Spawning { run: u64 },
+    Spawning {
+        run: u64,
+    },
     /// Spawned; waiting for its ready signal or probe, or for its start grace to pass.
     Starting(Run),
     /// Up, with no readiness configured, past its start grace.
@@ -302,7 +304,13 @@ impl Svc {
 
     /// A reload removed it and its stop is under way.
     pub fn removing(&self) -> bool {
-        matches!(&self.state, State::Stopping { then: AfterStop::Remove, .. })
+        matches!(
+            &self.state,
+            State::Stopping {
+                then: AfterStop::Remove,
+                ..
+            }
+        )
     }
 
     /// Marks a stop under way as one that needed SIGKILL.

@@ -81,7 +81,9 @@ pub fn status_with(
             _ => None,
         },
         last_restart_reason: svc.last_restart,
-        last_stop: svc.last_stop.map(|(took_ms, sigkill)| StopReport { took_ms, sigkill }),
+        last_stop: svc
+            .last_stop
+            .map(|(took_ms, sigkill)| StopReport { took_ms, sigkill }),
         has_health: svc.spec.health.is_some(),
     })
 }

@@ -228,7 +228,7 @@ fn garbage_truncated_and_oversized_frames_never_wedge_the_daemon() {
         );
     }
     assert!(d.lmctl(&["ping"]).status.success());
-    assert_eq!(d.state("s"), "running");
+    d.wait_state("s", "running", Duration::from_secs(10));
 }
 
 #[test]

@@ -223,7 +223,11 @@ fn missing_executable_fails_with_the_os_error_and_daemon_stays_healthy() {
         .to_string();
     assert!(err.contains("No such file or directory"), "{err}");
     let out = d.lmctl(&["status"]);
-    assert_eq!(out.status.code(), Some(3), "a failed service: status exits 3");
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "a failed service: status exits 3"
+    );
     let table = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(table.contains("No such file or directory"), "{table}");
     assert!(d.lmctl(&["ping"]).status.success());

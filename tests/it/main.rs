@@ -15,3 +15,4 @@ mod logs;
 mod readiness;
 mod systemd_unit;
 mod tree;
+mod truth;
