@@ -4,7 +4,9 @@
 1. restart latency: SIGKILL of a service's main pid -> a new main pid alive (backoff 0s);
 2. ready -> dependent spawn: the dependency's READY=1 handled -> the dependent spawned,
    both timestamps taken by the daemon (microsecond log timestamps);
-3. daemon idle RSS and CPU seconds over IDLE_SECS with 50 `sleep` services.
+3. daemon idle RSS and CPU seconds over IDLE_SECS with 50 `sleep` services;
+4. `lmctl status` latency while 100 leftovers (each ignoring SIGTERM, in its own session)
+   are being reaped after their service's main process exited.
 
 Usage: benches/core.py [--idle-secs 60]   (cargo build --release first)
 Cleans up everything it started: the daemon (SIGTERM, then SIGKILL) and, through it, its
@@ -181,6 +183,47 @@ def log_pipeline(n=200_000):
         d.close()
 
 
+def status_while_reaping(n=100, samples=40):
+    """Status round trips (ms) while the daemon reaps N stubborn leftovers (2 s grace each
+    batch, then SIGKILL): the reap runs off the actor, so status must stay fast."""
+    d = Daemon(f'[services.swarm]\ncommand = "{HELPER}"\nargs = ["swarm", "{n}", "1500"]\n'
+               'restart = "never"\nstart_grace = "0s"\nstop_timeout = "5s"\n')
+    try:
+        wait_for(lambda: d.status()["swarm"]["state"] == "stopping", timeout=15)
+        times = []
+        while len(times) < samples and d.status()["swarm"]["state"] == "stopping":
+            t0 = time.perf_counter()
+            d.ctl("status", "--json")
+            times.append((time.perf_counter() - t0) * 1000)
+        return times
+    finally:
+        d.close()
+
+
+def status_during_startup_reap(n=100, window=2.0):
+    """A daemon is SIGKILLed, leaving a service with N children that ignore SIGTERM. A new
+    daemon on the same state dir reaps them (SIGTERM, 2 s grace, SIGKILL) before starting
+    anything: status round trips (ms) during that window."""
+    d = Daemon(f'[services.swarm]\ncommand = "{HELPER}"\nargs = ["swarm", "{n}"]\n')
+    try:
+        wait_for(lambda: d.status()["swarm"]["processes"] >= n + 1, timeout=20)
+        d.proc.kill()
+        d.proc.wait()
+        d.proc = subprocess.Popen([DAEMON, "--config", d.cfg], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        times = []
+        t_end = time.time() + window
+        while time.time() < t_end:
+            t0 = time.perf_counter()
+            ok = d.ctl("status", "--json").returncode in (0, 3)
+            if ok:
+                times.append((time.perf_counter() - t0) * 1000)
+            else:
+                time.sleep(0.005)
+        return times
+    finally:
+        d.close()
+
+
 if __name__ == "__main__":
     for b in (DAEMON, LMCTL, HELPER):
         if not os.path.exists(b):
@@ -188,6 +231,10 @@ if __name__ == "__main__":
     print(f"machine: {os.cpu_count()} cores, {os.uname().release}")
     if "--only-logs" in sys.argv:
         print(log_pipeline())
+        raise SystemExit(0)
+    if "--only-reaping" in sys.argv:
+        print("status while 100 leftovers are reaped (ms):", fmt(status_while_reaping()))
+        print("status while a crashed daemon's 100 leftovers are reaped at start (ms):", fmt(status_during_startup_reap()))
         raise SystemExit(0)
     print("restart latency (SIGKILL -> new pid alive, backoff 0s):", fmt(restart_latency()))
     print("ready -> dependent spawned:", fmt(ready_to_spawn()))
@@ -198,5 +245,7 @@ if __name__ == "__main__":
         f"{stats['elapsed_ms']} ms, blocked on the pipe {stats['blocked_ms']} ms ({blocked_per_s:.0f} ms per second), "
         f"longest write {stats['max_write_ms']} ms; missing {missing}, duplicated {dup}, dropped {dropped}"
     )
+    print("status while 100 leftovers are reaped (ms):", fmt(status_while_reaping()))
+    print("status while a crashed daemon's 100 leftovers are reaped at start (ms):", fmt(status_during_startup_reap()))
     rss, cpu = idle_usage(50, IDLE)
     print(f"idle with 50 services over {IDLE}s: daemon RSS {rss} KiB, CPU {cpu:.2f} s ({cpu / IDLE * 100:.3f}%)")

@@ -171,6 +171,31 @@ fn main() {
             }
             sleep_forever();
         }
+        // Forks N children that ignore SIGTERM, each in its own session (so a group kill
+        // misses them), then the main process exits after MS ms: N stubborn leftovers.
+        "swarm" => {
+            let n = num(2, 100);
+            let die_after = num(3, 0);
+            println!("PID main={me}");
+            let _ = std::io::stdout().flush();
+            for _ in 0..n {
+                // SAFETY: fork in a single-threaded helper; the child only calls
+                // async-signal-safe functions before sleeping.
+                let child = unsafe { libc::fork() };
+                if child == 0 {
+                    unsafe {
+                        libc::setsid();
+                        libc::signal(libc::SIGTERM, libc::SIG_IGN);
+                    }
+                    sleep_forever();
+                }
+            }
+            if die_after > 0 {
+                std::thread::sleep(Duration::from_millis(die_after));
+                std::process::exit(1);
+            }
+            sleep_forever();
+        }
         // Grows by STEP MiB every MS ms, in a grandchild.
         "grow" => {
             let step = num(2, 20);
