@@ -438,7 +438,7 @@ mod tests {
         let text = serde_json::to_string(&req).unwrap();
         assert_eq!(
             text,
-            r#"{"version":1,"request":{"verb":"start","services":["a"]}}"#
+            r#"{"version":2,"request":{"verb":"start","services":["a"]}}"#
         );
         let back: Envelope = serde_json::from_str(&text).unwrap();
         assert_eq!(back.request, req.request);
