@@ -27,6 +27,8 @@ pub struct Config {
     pub ready_selector: String,
     /// Button clicked on the send page.
     pub send_button_selector: String,
+    /// `USER_AGENT`; None = the browser's own with "HeadlessChrome" → "Chrome".
+    pub user_agent: Option<String>,
     /// Most browsers alive at once.
     pub max_sessions: usize,
     /// How long terminal states keep their browser before it is destroyed.
@@ -110,6 +112,7 @@ impl Config {
             ready_selector: get("WA_READY_SELECTOR").unwrap_or_else(|| "#pane-side".into()),
             send_button_selector: get("WA_SEND_BUTTON_SELECTOR")
                 .unwrap_or_else(|| r#"span[data-icon="send"]"#.into()),
+            user_agent: get("USER_AGENT"),
             max_sessions,
             session_grace: duration("SESSION_GRACE", Duration::from_secs(60))?,
             shutdown_timeout: duration("SHUTDOWN_TIMEOUT", Duration::from_secs(15))?,

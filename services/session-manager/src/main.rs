@@ -55,7 +55,8 @@ fn main() -> ExitCode {
 }
 
 async fn run(cfg: config::Config) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&cfg.tokens_dir)
+    // 0700: the profiles below hold every customer's WhatsApp session.
+    browser::make_private_dir(&cfg.tokens_dir)
         .with_context(|| format!("failed to create TOKENS_DIR {}", cfg.tokens_dir.display()))?;
     let mut sigterm =
         signal(SignalKind::terminate()).context("failed to install SIGTERM handler")?;

@@ -713,7 +713,7 @@ impl WorkerCtx {
                 return;
             }
         };
-        let open = browser.open_page(self.cfg.wa_web_url.clone());
+        let open = browser.open_page(self.cfg.wa_web_url.clone(), self.cfg.user_agent.clone());
         let page = tokio::select! {
             r = open => r.map_err(|e| e.to_string()),
             st = browser.wait() => Err(format!("browser exited during launch ({st})")),
