@@ -104,10 +104,10 @@ impl Browser {
         // Both pipes are close-on-exec in this process, so a browser of another
         // customer launched at the same time cannot inherit (and keep open)
         // this browser's ends; only the child gets them, as fds 3 and 4.
-        let (cmd_r, cmd_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-            .map_err(|e| pipe_err(e.into()))?;
-        let (ev_r, ev_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-            .map_err(|e| pipe_err(e.into()))?;
+        let (cmd_r, cmd_w) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| pipe_err(e.into()))?;
+        let (ev_r, ev_w) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| pipe_err(e.into()))?;
         let (child_in, child_out) = (cmd_r.as_raw_fd(), ev_w.as_raw_fd());
         // SAFETY: only async-signal-safe calls (fcntl, dup2) between fork and exec.
         unsafe {
@@ -263,12 +263,27 @@ fn describe_exit(st: ExitStatus) -> String {
 }
 
 /// What the page shows, from one `Runtime.evaluate`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PageObs {
     /// The QR element's `data-ref`, when the QR element is present.
     pub qr: Option<String>,
-    /// The ready element is present.
+    /// The ready element (chat list) is present.
     pub ready: bool,
+    /// The logged-out screen is shown.
+    pub logged_out: bool,
+    /// The banned screen is shown.
+    pub banned: bool,
+    /// The disconnected screen or banner is shown.
+    pub disconnected: bool,
+}
+
+/// The CSS selectors that tell the page's screens apart.
+pub struct Selectors<'a> {
+    pub qr: &'a str,
+    pub ready: &'a str,
+    pub logged_out: &'a str,
+    pub banned: &'a str,
+    pub disconnected: &'a str,
 }
 
 /// One page of the browser, attached in flat session mode.
@@ -307,22 +322,28 @@ impl Page {
         Ok(r.pointer("/result/value").cloned().unwrap_or(Value::Null))
     }
 
-    /// Looks for the QR and ready elements.
-    pub async fn observe(
-        &self,
-        qr_selector: &str,
-        ready_selector: &str,
-    ) -> Result<PageObs, BrowserError> {
+    /// Looks for the elements of every screen we tell apart. A selector the
+    /// page rejects (invalid CSS) counts as absent rather than failing the poll.
+    pub async fn observe(&self, sel: &Selectors<'_>) -> Result<PageObs, BrowserError> {
         let expr = format!(
-            "(() => {{ const q = document.querySelector({q}); const r = document.querySelector({r}); \
-             return {{ qr: q ? q.getAttribute('data-ref') : null, ready: !!r }}; }})()",
-            q = js_str(qr_selector),
-            r = js_str(ready_selector),
+            "(() => {{ const f = s => {{ try {{ return document.querySelector(s); }} catch (e) {{ return null; }} }}; \
+             const q = f({q}); \
+             return {{ qr: q ? q.getAttribute('data-ref') : null, ready: !!f({r}), \
+             logged_out: !!f({l}), banned: !!f({b}), disconnected: !!f({d}) }}; }})()",
+            q = js_str(sel.qr),
+            r = js_str(sel.ready),
+            l = js_str(sel.logged_out),
+            b = js_str(sel.banned),
+            d = js_str(sel.disconnected),
         );
         let v = self.eval(&expr).await?;
+        let flag = |k: &str| v.get(k).and_then(Value::as_bool).unwrap_or(false);
         Ok(PageObs {
             qr: v.get("qr").and_then(Value::as_str).map(str::to_owned),
-            ready: v.get("ready").and_then(Value::as_bool).unwrap_or(false),
+            ready: flag("ready"),
+            logged_out: flag("logged_out"),
+            banned: flag("banned"),
+            disconnected: flag("disconnected"),
         })
     }
 
