@@ -312,6 +312,25 @@ async fn log_request(req: Request, next: Next) -> Response {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn streamed_body_over_the_limit_is_413_json() {
+        let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+            (0..10).map(|_| Ok(vec![b'x'; 10_000])).collect();
+        let body = Body::from_stream(futures_util::stream::iter(chunks));
+        let e = read_body(&HeaderMap::new(), body, 64_000)
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(e.status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(e.body["code"], "PAYLOAD_TOO_LARGE");
+        assert!(e.body["error"].as_str().unwrap().contains("64000"));
+        let ok = read_body(&HeaderMap::new(), Body::from("abc"), 3)
+            .await
+            .ok()
+            .unwrap();
+        assert_eq!(ok, b"abc");
+    }
+
     #[test]
     fn cliente_ids() {
         let mut h = HeaderMap::new();

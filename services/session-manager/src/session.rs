@@ -136,6 +136,8 @@ pub struct StatusView {
     pub recommended_action: &'static str,
     pub reconnection_attempts: u32,
     pub max_reconnection_attempts: u32,
+    /// Sends waiting behind the one in progress (bounded by `SEND_QUEUE`).
+    pub queued_sends: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub qr_code_base64: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -317,6 +319,12 @@ impl Slot {
             recommended_action: s.recommended_action(),
             reconnection_attempts: self.reconnection_attempts,
             max_reconnection_attempts: MAX_RECONNECTION_ATTEMPTS,
+            queued_sends: self
+                .worker
+                .as_ref()
+                .and_then(|w| w.sends.as_ref())
+                .map(|q| q.max_capacity() - q.capacity())
+                .unwrap_or(0),
             qr_code_base64: match (s, &self.qr) {
                 (State::QrRequired, Some((_, png))) => Some(png.clone()),
                 _ => None,

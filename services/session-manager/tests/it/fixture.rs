@@ -34,6 +34,7 @@ struct Inner {
     screen: String,
     send_delay_ms: u64,
     user_agents: Vec<String>,
+    send_pages: u32,
 }
 
 #[derive(Clone)]
@@ -88,7 +89,7 @@ impl Fixture {
         };
         let app = Router::new()
             .route("/", get(|| async { Html(PAGE) }))
-            .route("/send", get(|| async { Html(PAGE) }))
+            .route("/send", get(send_page))
             .route("/api/state", get(state))
             .route("/api/sent", post(sent))
             .with_state(fx.clone());
@@ -128,6 +129,11 @@ impl Fixture {
         self.inner.lock().unwrap().send_delay_ms = d.as_millis() as u64;
     }
 
+    /// How many times a browser opened the send page.
+    pub fn send_pages(&self) -> u32 {
+        self.inner.lock().unwrap().send_pages
+    }
+
     /// User-Agent headers seen on `/api/state`.
     pub fn user_agents(&self) -> Vec<String> {
         self.inner.lock().unwrap().user_agents.clone()
@@ -159,6 +165,11 @@ async fn state(State(fx): State<Fixture>, headers: axum::http::HeaderMap) -> Jso
     Json(
         json!({ "qr": qr, "token": i.token, "screen": i.screen, "send_delay_ms": i.send_delay_ms }),
     )
+}
+
+async fn send_page(State(fx): State<Fixture>) -> Html<&'static str> {
+    fx.inner.lock().unwrap().send_pages += 1;
+    Html(PAGE)
 }
 
 async fn sent(State(fx): State<Fixture>, Json(v): Json<Value>) -> Json<Value> {

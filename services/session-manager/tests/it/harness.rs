@@ -117,6 +117,27 @@ pub async fn http(
     (status, serde_json::from_str(body).unwrap_or(Value::Null))
 }
 
+/// Writes one request and returns the open connection without reading the
+/// answer; dropping it is a client that went away.
+pub async fn http_abandon(
+    port: u16,
+    method: &str,
+    path: &str,
+    cliente: &str,
+    body: &str,
+) -> tokio::net::TcpStream {
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Cliente-Id: {cliente}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    s
+}
+
 /// Per-test world: temp dir, tag, tokens dir; kills leftovers on drop.
 pub struct TestEnv {
     pub dir: tempfile::TempDir,

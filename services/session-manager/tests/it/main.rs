@@ -6,6 +6,7 @@
 
 mod fixture;
 mod harness;
+mod issue17;
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -234,7 +235,7 @@ fn concurrent_init_launches_exactly_one_browser() {
                 && (v["action"] == "INITIALIZING" || v["action"] == "NO_ACTION_NEEDED"))
                 || (*s == 409
                     && v["code"] == "INITIALIZATION_IN_PROGRESS"
-                    && v["retry_after_seconds"].as_u64().is_some());
+                    && v["retry_after_seconds"] == 5);
             assert!(ok, "unexpected answer {s} {v}");
         }
         svc.wait_state(1, "QR_REQUIRED", LAUNCH).await;
