@@ -100,6 +100,7 @@ async fn health(AxState(app): AxState<App>) -> Json<Value> {
         "service": "session-manager",
         "sessions": c.sessions,
         "records": c.records,
+        "sessions_by_state": c.by_state,
         "dry_run": app.cfg.dry_run,
     }))
 }

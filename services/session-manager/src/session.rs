@@ -62,6 +62,21 @@ pub enum State {
 }
 
 impl State {
+    /// The wire name, as serialized.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::NotInitialized => "NOT_INITIALIZED",
+            State::Initializing => "INITIALIZING",
+            State::QrRequired => "QR_REQUIRED",
+            State::Authenticated => "AUTHENTICATED",
+            State::Ready => "READY",
+            State::Reconnecting => "RECONNECTING",
+            State::DisconnectedLogout => "DISCONNECTED_LOGOUT",
+            State::DisconnectedBanned => "DISCONNECTED_BANNED",
+            State::Error => "ERROR",
+        }
+    }
+
     /// States after which the browser is destroyed and the record dropped
     /// (after the grace period).
     pub fn is_terminal(self) -> bool {
@@ -177,12 +192,14 @@ pub struct ShutdownReport {
 }
 
 /// Counts for `/health`.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Counts {
     /// Sessions with a live browser.
     pub sessions: usize,
     /// Per-customer records held in memory.
     pub records: usize,
+    /// Records per state (wire names), for the hub's `/status` summary.
+    pub by_state: std::collections::BTreeMap<String, usize>,
 }
 
 /// Why a worker is being started.
@@ -532,9 +549,14 @@ impl Actor {
                     .values()
                     .filter(|s| s.state != State::NotInitialized && s.browser_alive())
                     .count();
+                let mut by_state = std::collections::BTreeMap::new();
+                for slot in self.slots.values() {
+                    *by_state.entry(slot.state.as_str().to_owned()).or_insert(0) += 1;
+                }
                 let _ = reply.send(Counts {
                     sessions,
                     records: self.slots.len(),
+                    by_state,
                 });
             }
             Msg::Shutdown(reply) => self.shutdown(reply),
@@ -620,10 +642,7 @@ impl Actor {
                 let why = format!(
                     "stuck in {} for {timeout:?}: the page showed neither the QR code \
                      (WA_QR_SELECTOR) nor the chat list (WA_READY_SELECTOR)",
-                    serde_json::to_value(slot.state)
-                        .ok()
-                        .and_then(|v| v.as_str().map(str::to_owned))
-                        .unwrap_or_default()
+                    slot.state.as_str()
                 );
                 tracing::warn!(cliente_id = id, "{why}; closing the browser");
                 if let Some(w) = &slot.worker {
@@ -1330,5 +1349,13 @@ mod tests {
         assert!(v.connected && v.can_send_messages && v.qr_code_base64.is_none());
         let j = serde_json::to_value(&v).unwrap();
         assert_eq!(j["state"], "READY");
+        for st in [
+            State::NotInitialized,
+            State::QrRequired,
+            State::DisconnectedBanned,
+            State::Error,
+        ] {
+            assert_eq!(serde_json::to_value(st).unwrap(), st.as_str());
+        }
     }
 }

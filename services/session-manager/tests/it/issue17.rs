@@ -642,6 +642,10 @@ fn banned_and_logged_out_screens_and_dry_run() {
         .await;
         assert_eq!(health(&svc).await["dry_run"], true);
         ready_session(&svc, &fx, 61).await;
+        assert_eq!(
+            health(&svc).await["sessions_by_state"],
+            serde_json::json!({"READY": 1})
+        );
         let profile = env.tokens().join("61");
         assert!(profile.join(".session-manager-linked").is_file());
 

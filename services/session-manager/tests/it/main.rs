@@ -82,7 +82,7 @@ fn bad_cliente_id_is_400_and_status_launches_nothing() {
         let (_, h) = svc.req("GET", "/health", None, None).await;
         assert_eq!(
             h,
-            serde_json::json!({"status":"ok","service":"session-manager","sessions":0,"records":0,"dry_run":false})
+            serde_json::json!({"status":"ok","service":"session-manager","sessions":0,"records":0,"sessions_by_state":{},"dry_run":false})
         );
         assert!(
             !env.tokens().join("9").exists(),
