@@ -78,8 +78,18 @@ async fn run(cfg: config::Config) -> anyhow::Result<()> {
     }
     let sessions = session::Sessions::start(cfg.clone());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // Each browser holds a few dozen descriptors in this process at most
+    // (pipes, stderr); keep room for MAX_SESSIONS of them.
+    let reserve = 64 + 16 * cfg.max_sessions as u64;
+    let max_connections = server::fit_connection_cap(cfg.http_max_connections, reserve);
+    if max_connections < cfg.http_max_connections {
+        tracing::warn!(
+            "HTTP_MAX_CONNECTIONS={} lowered to {max_connections} to fit RLIMIT_NOFILE",
+            cfg.http_max_connections
+        );
+    }
     let limits = server::Limits {
-        max_connections: cfg.http_max_connections,
+        max_connections,
         header_timeout: cfg.http_header_timeout,
         idle_timeout: cfg.http_idle_timeout,
     };

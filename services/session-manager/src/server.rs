@@ -71,35 +71,38 @@ pub async fn serve(
         let sock = match accepted {
             Ok((sock, _)) => sock,
             Err(e) => {
-                // EMFILE and the like: back off a little instead of spinning.
-                warn(format!("accept failed: {e}"));
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                // Out of file descriptors below our cap (a low RLIMIT_NOFILE,
+                // browsers holding many): free one the same way as at the cap.
+                let freed = matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
+                    && evict_oldest_idle(&mut lock(&conns));
+                warn(format!(
+                    "accept failed: {e}{}",
+                    if freed {
+                        "; closed the oldest idle connection"
+                    } else {
+                        ""
+                    }
+                ));
+                // Let the closed connection's task run before trying again.
+                tokio::time::sleep(Duration::from_millis(if freed { 1 } else { 20 })).await;
                 continue;
             }
         };
         {
             let mut map = lock(&conns);
             if map.len() >= limits.max_connections {
-                let idle = map
-                    .iter()
-                    .find(|(_, e)| e.busy.load(Ordering::Acquire) == 0)
-                    .map(|(id, _)| *id);
-                match idle.and_then(|id| map.remove(&id)) {
-                    Some(old) => {
-                        old.kill.notify_one();
-                        warn(format!(
-                            "{} connections open (HTTP_MAX_CONNECTIONS): closed the oldest idle one",
-                            limits.max_connections
-                        ));
-                    }
-                    None => {
-                        warn(format!(
-                            "{} connections open and all busy (HTTP_MAX_CONNECTIONS): refused one",
-                            limits.max_connections
-                        ));
-                        drop(sock);
-                        continue;
-                    }
+                if evict_oldest_idle(&mut map) {
+                    warn(format!(
+                        "{} connections open (HTTP_MAX_CONNECTIONS): closed the oldest idle one",
+                        limits.max_connections
+                    ));
+                } else {
+                    warn(format!(
+                        "{} connections open and all busy (HTTP_MAX_CONNECTIONS): refused one",
+                        limits.max_connections
+                    ));
+                    drop(sock);
+                    continue;
                 }
             }
             next_id += 1;
@@ -124,6 +127,48 @@ pub async fn serve(
     while !lock(&conns).is_empty() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Closes the oldest connection with no request in progress; false when every one is busy.
+fn evict_oldest_idle(map: &mut BTreeMap<u64, Entry>) -> bool {
+    let idle = map
+        .iter()
+        .find(|(_, e)| e.busy.load(Ordering::Acquire) == 0)
+        .map(|(id, _)| *id);
+    match idle.and_then(|id| map.remove(&id)) {
+        Some(old) => {
+            old.kill.notify_one();
+            true
+        }
+        None => false,
+    }
+}
+
+/// Raises the soft open-file limit to the hard one (systemd's default soft
+/// limit is 1024) and returns the connection cap that fits under it, keeping
+/// `reserve` descriptors for browsers' pipes, profiles and logs.
+pub fn fit_connection_cap(wanted: usize, reserve: u64) -> usize {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain syscalls on a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return wanted;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim.rlim_cur = lim.rlim_max;
+            }
+        }
+    }
+    let room = usize::try_from(lim.rlim_cur.saturating_sub(reserve)).unwrap_or(usize::MAX);
+    wanted.min(room.max(16))
 }
 
 /// Counts a request as in progress while alive and stamps the end of it.

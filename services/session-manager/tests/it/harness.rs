@@ -232,6 +232,11 @@ pub struct Service {
 
 impl Service {
     pub fn start(env: &TestEnv, extra: &[(&str, &str)]) -> Service {
+        Self::start_limited(env, extra, None)
+    }
+
+    /// `start` with RLIMIT_NOFILE (soft and hard) set to `nofile` when given.
+    pub fn start_limited(env: &TestEnv, extra: &[(&str, &str)], nofile: Option<u64>) -> Service {
         let port = free_port();
         let log = env.dir.path().join(format!("service-{port}.log"));
         let out = std::fs::File::create(&log).unwrap();
@@ -247,6 +252,21 @@ impl Service {
             .stderr(out);
         for (k, v) in extra {
             cmd.env(k, v);
+        }
+        if let Some(n) = nofile {
+            // SAFETY: setrlimit is async-signal-safe.
+            unsafe {
+                std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+                    let lim = libc::rlimit {
+                        rlim_cur: n,
+                        rlim_max: n,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
         }
         let child = cmd.spawn().unwrap();
         Service { child, port, log }
