@@ -423,7 +423,8 @@ fn killed_browser_is_error_leaves_nothing_and_init_recovers() {
     run(|| async {
         let env = TestEnv::new("crash");
         let fx = Fixture::start().await;
-        let mut svc = Service::start(&env, &[("WA_WEB_URL", &fx.url)])
+        // The ERROR record must outlive the checks below (it is dropped after the grace).
+        let mut svc = Service::start(&env, &[("WA_WEB_URL", &fx.url), ("SESSION_GRACE", "60s")])
             .ready()
             .await;
         let (s, _) = svc.req("POST", "/init", Some("4"), None).await;
