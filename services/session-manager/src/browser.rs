@@ -62,6 +62,7 @@ impl Browser {
         profile: &Path,
         cliente_id: u64,
         instance: &str,
+        user_agent: Option<&str>,
     ) -> Result<Browser, BrowserError> {
         make_private_dir(profile).map_err(|source| BrowserError::Profile {
             dir: profile.display().to_string(),
@@ -85,6 +86,11 @@ impl Browser {
             "--remote-debugging-pipe",
         ])
         .arg(&profile_arg);
+        if let Some(ua) = user_agent {
+            // Browser-wide, so service workers and every request say it too;
+            // open_page adds the matching client hints for the page.
+            cmd.arg(format!("--user-agent={ua}"));
+        }
         if nix::unistd::geteuid().is_root() {
             cmd.arg("--no-sandbox");
         }
@@ -387,6 +393,60 @@ impl Page {
     pub async fn closed(&self) {
         self.cdp.closed().await;
     }
+}
+
+/// The user agent to present: `configured` (`USER_AGENT`) when set, else a
+/// desktop Chrome one with the version `exe --version` prints (cached per
+/// binary and modification time). None when the version cannot be read; the
+/// page then still gets the override built from `Browser.getVersion`.
+pub async fn user_agent_for(exe: &Path, configured: Option<&str>) -> Option<String> {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    type Cache = Mutex<HashMap<(PathBuf, Option<std::time::SystemTime>), String>>;
+    static CACHE: OnceLock<Cache> = OnceLock::new();
+    if let Some(ua) = configured {
+        return Some(ua.to_owned());
+    }
+    let key = (
+        exe.to_path_buf(),
+        std::fs::metadata(exe).and_then(|m| m.modified()).ok(),
+    );
+    let cache = CACHE.get_or_init(Mutex::default);
+    if let Some(ua) = cache
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .get(&key)
+    {
+        return Some(ua.clone());
+    }
+    let out = tokio::time::timeout(
+        Duration::from_secs(10),
+        Command::new(exe)
+            .arg("--version")
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .ok()?
+    .ok()?;
+    // "Chromium 156.0.8078.114 built on Debian ..." or "Google Chrome 156.0...".
+    let text = String::from_utf8_lossy(&out.stdout);
+    let version = text
+        .split_whitespace()
+        .find(|w| w.split('.').count() == 4 && w.split('.').all(|p| p.parse::<u32>().is_ok()))?;
+    let major = version.split('.').next()?;
+    // Chrome itself reports the major version only (user-agent reduction).
+    let ua = format!(
+        "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) \
+         Chrome/{major}.0.0.0 Safari/537.36"
+    );
+    cache
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .insert(key, ua.clone());
+    Some(ua)
 }
 
 /// `Emulation.setUserAgentOverride` params: headless Chromium says

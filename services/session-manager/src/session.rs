@@ -1098,19 +1098,21 @@ impl WorkerCtx {
             return;
         }
         let profile = self.cfg.profile_dir(id);
-        let mut browser = match Browser::spawn(&self.exe, &profile, id, &self.instance) {
-            Ok(b) => b,
-            Err(e) => {
-                self.emit(Msg::LaunchFailed {
-                    id,
-                    gen,
-                    error: e.to_string(),
-                })
-                .await;
-                return;
-            }
-        };
-        let open = browser.open_page(self.cfg.wa_web_url.clone(), self.cfg.user_agent.clone());
+        let ua = crate::browser::user_agent_for(&self.exe, self.cfg.user_agent.as_deref()).await;
+        let mut browser =
+            match Browser::spawn(&self.exe, &profile, id, &self.instance, ua.as_deref()) {
+                Ok(b) => b,
+                Err(e) => {
+                    self.emit(Msg::LaunchFailed {
+                        id,
+                        gen,
+                        error: e.to_string(),
+                    })
+                    .await;
+                    return;
+                }
+            };
+        let open = browser.open_page(self.cfg.wa_web_url.clone(), ua);
         let page = tokio::select! {
             r = open => r.map_err(|e| e.to_string()),
             st = browser.wait() => Err(format!("browser exited during launch ({st})")),

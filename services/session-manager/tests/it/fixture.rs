@@ -9,7 +9,8 @@
 //! a page that never finishes loading), `disconnected` (the "phone not
 //! connected" screen instead of the chats), `logged_out`, `banned`.
 //! `set_send_delay` makes the send button appear late, to keep a send busy.
-//! Every `/api/state` poll records its User-Agent header.
+//! Every `/api/state` poll records its User-Agent header and what the page's
+//! script sees (`navigator.userAgent`, `navigator.userAgentData.brands`).
 //!
 //! "Linking" is a token: `scan()` creates one, the next browser that polls
 //! without a saved token stores it in localStorage (so it survives a browser
@@ -57,7 +58,8 @@ document.addEventListener('click', ev => {
 });
 async function tick() {
   let st;
-  try { st = await (await fetch('/api/state', {cache: 'no-store'})).json(); } catch (e) { return; }
+  const who = navigator.userAgent + ' | ' + JSON.stringify(navigator.userAgentData ? navigator.userAgentData.brands : null);
+  try { st = await (await fetch('/api/state?who=' + encodeURIComponent(who), {cache: 'no-store'})).json(); } catch (e) { return; }
   if (st.screen === 'stuck') { render('<div id="startup">loading</div>'); return; }
   if (st.screen === 'banned') { render('<div data-testid="banned">This account is not allowed to use WhatsApp</div>'); return; }
   if (st.screen === 'logged_out') { render('<div data-testid="logged-out">You have been logged out</div>'); return; }
@@ -148,7 +150,11 @@ impl Fixture {
     }
 }
 
-async fn state(State(fx): State<Fixture>, headers: axum::http::HeaderMap) -> Json<Value> {
+async fn state(
+    State(fx): State<Fixture>,
+    headers: axum::http::HeaderMap,
+    axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> Json<Value> {
     let qr = fx.current_qr();
     let mut i = fx.inner.lock().unwrap();
     if !i.served_qrs.contains(&qr) {
@@ -159,6 +165,11 @@ async fn state(State(fx): State<Fixture>, headers: axum::http::HeaderMap) -> Jso
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();
+    // The header, then what the page's script sees (navigator.userAgent | brands).
+    let ua = format!(
+        "{ua} || {}",
+        q.get("who").map(String::as_str).unwrap_or("-")
+    );
     if !i.user_agents.contains(&ua) {
         i.user_agents.push(ua);
     }

@@ -330,9 +330,10 @@ fn qr_then_scan_then_send_then_logout() {
         assert!(!uas.is_empty());
         for ua in &uas {
             assert!(
-                ua.contains("Chrome/") && !ua.contains("Headless"),
-                "user agent {ua:?}"
+                ua.matches("Chrome/").count() == 2 && !ua.contains("Headless"),
+                "user agent (header || navigator) {ua:?}"
             );
+            assert!(ua.contains(r#""brand":"Chromium""#), "{ua:?}");
         }
 
         let (s, v) = svc.req("POST", "/send", Some("7"), Some(body)).await;
