@@ -497,7 +497,39 @@ fn send_queue_is_bounded_abandoned_sends_are_cancelled_and_logout_goes_first() {
         assert!(browser_mains(&env.tokens().join("3")).is_empty());
         assert_eq!(fx.sent().len(), 1);
         eprintln!("MEASURE logout with a send in progress and one queued: {took:?}");
+
+        // Shutdown goes ahead of them too. (The fixture forgets the old link,
+        // or the fresh profile would adopt it without a QR.)
+        fx.logout();
+        ready_session(&svc, &fx, 3).await;
+        let pages = fx.send_pages();
+        let g_body = body("G");
+        let g = tokio::spawn(
+            async move { http(port, "POST", "/send", Some("3"), Some(&g_body)).await },
+        );
+        wait_for("G on the send page", Duration::from_secs(10), || async {
+            (fx.send_pages() > pages).then_some(())
+        })
+        .await;
+        let h_body = body("H");
+        let h = tokio::spawn(
+            async move { http(port, "POST", "/send", Some("3"), Some(&h_body)).await },
+        );
+        queued(1).await;
+        let t0 = Instant::now();
         svc.stop_cleanly(&env).await;
+        let took = t0.elapsed();
+        assert!(took < Duration::from_secs(8), "shutdown took {took:?}");
+        for (name, t) in [("G", g), ("H", h)] {
+            let (s, v) = t.await.unwrap();
+            assert_eq!(
+                (s, v["code"].as_str()),
+                (503, Some("SEND_CANCELLED")),
+                "{name}: {v}"
+            );
+        }
+        assert_eq!(fx.sent().len(), 1);
+        eprintln!("MEASURE SIGTERM with a send in progress and one queued: exit 0 in {took:?}");
     });
 }
 
