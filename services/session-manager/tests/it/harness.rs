@@ -232,11 +232,21 @@ pub struct Service {
 
 impl Service {
     pub fn start(env: &TestEnv, extra: &[(&str, &str)]) -> Service {
-        Self::start_limited(env, extra, None)
+        Self::start_with(env, extra, None, None)
     }
 
     /// `start` with RLIMIT_NOFILE (soft and hard) set to `nofile` when given.
     pub fn start_limited(env: &TestEnv, extra: &[(&str, &str)], nofile: Option<u64>) -> Service {
+        Self::start_with(env, extra, nofile, None)
+    }
+
+    /// `start` as user and group `uid` (no supplementary groups) when given.
+    pub fn start_with(
+        env: &TestEnv,
+        extra: &[(&str, &str)],
+        nofile: Option<u64>,
+        uid: Option<u32>,
+    ) -> Service {
         let port = free_port();
         let log = env.dir.path().join(format!("service-{port}.log"));
         let out = std::fs::File::create(&log).unwrap();
@@ -267,6 +277,11 @@ impl Service {
                     Ok(())
                 });
             }
+        }
+        if let Some(id) = uid {
+            use std::os::unix::process::CommandExt as _;
+            // std clears the supplementary groups when root drops to a uid.
+            cmd.uid(id).gid(id);
         }
         let child = cmd.spawn().unwrap();
         Service { child, port, log }

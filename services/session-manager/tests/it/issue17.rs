@@ -187,6 +187,58 @@ fn profiles_are_private_and_the_browser_listens_on_no_port() {
     });
 }
 
+/// The stack is meant to run as its own user so Chromium keeps its sandbox:
+/// as `nobody`, the service launches Chromium without `--no-sandbox`, and the
+/// whole flow works.
+#[test]
+fn as_an_unprivileged_user_chromium_keeps_its_sandbox() {
+    if !chromium_or_skip("sandbox") {
+        return;
+    }
+    if !nix_is_root() {
+        eprintln!("\n!!!!!!!! SKIP sandbox: needs root to switch users !!!!!!!!\n");
+        return;
+    }
+    run(|| async {
+        let env = TestEnv::new("sandbox");
+        // SAFETY: plain syscall on a path we own.
+        let dir = std::ffi::CString::new(env.dir.path().display().to_string()).unwrap();
+        assert_eq!(unsafe { libc::chown(dir.as_ptr(), 65534, 65534) }, 0);
+        let home = env.dir.path().display().to_string();
+        let fx = Fixture::start().await;
+        let mut svc = Service::start_with(
+            &env,
+            &[("WA_WEB_URL", &fx.url), ("HOME", &home)],
+            None,
+            Some(65534),
+        )
+        .ready()
+        .await;
+        ready_session(&svc, &fx, 71).await;
+        let profile = env.tokens().join("71");
+        let main = browser_mains(&profile)[0];
+        let args = cmdline(main);
+        assert!(!args.contains("--no-sandbox"), "{args}");
+        let status = std::fs::read_to_string(format!("/proc/{main}/status")).unwrap();
+        let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+        assert!(
+            uid_line.split_whitespace().skip(1).all(|u| u == "65534"),
+            "{uid_line}"
+        );
+        assert_eq!(mode(&env.tokens()), 0o700);
+        let (s, v) = svc
+            .req(
+                "POST",
+                "/send",
+                Some("71"),
+                Some(r#"{"phone":"5491100000003","message":"sandbox"}"#),
+            )
+            .await;
+        assert_eq!(s, 200, "{v}");
+        svc.stop_cleanly(&env).await;
+    });
+}
+
 fn nix_is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
