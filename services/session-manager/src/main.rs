@@ -78,9 +78,11 @@ async fn run(cfg: config::Config) -> anyhow::Result<()> {
     }
     let sessions = session::Sessions::start(cfg.clone());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    // Each browser holds a few dozen descriptors in this process at most
-    // (pipes, stderr); keep room for MAX_SESSIONS of them.
-    let reserve = 64 + 16 * cfg.max_sessions as u64;
+    // Each browser holds a few descriptors in this process (two DevTools
+    // pipes, stderr, the child handle); keep generous room for MAX_SESSIONS.
+    let reserve = (cfg.max_sessions as u64)
+        .saturating_mul(16)
+        .saturating_add(64);
     let max_connections = server::fit_connection_cap(cfg.http_max_connections, reserve);
     if max_connections < cfg.http_max_connections {
         tracing::warn!(
@@ -144,7 +146,7 @@ async fn run(cfg: config::Config) -> anyhow::Result<()> {
         .await
         .is_err()
     {
-        tracing::warn!("HTTP server did not drain within 2s; exiting anyway");
+        tracing::warn!("HTTP server did not drain within 3s; exiting anyway");
     }
     Ok(())
 }
