@@ -115,6 +115,9 @@ impl Browser {
         let (ev_r, ev_w) =
             nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| pipe_err(e.into()))?;
         let (child_in, child_out) = (cmd_r.as_raw_fd(), ev_w.as_raw_fd());
+        // Our ends first, so no error path below leaves a browser running.
+        // (Non-blocking mode is per open file; the child's ends stay blocking.)
+        let cdp = Cdp::from_pipes(cmd_w, ev_r)?;
         // SAFETY: only async-signal-safe calls (fcntl, dup2) between fork and exec.
         unsafe {
             cmd.pre_exec(move || {
@@ -134,7 +137,6 @@ impl Browser {
         })?;
         // The child has its copies; ours must go so EOF means the browser is gone.
         drop((cmd_r, ev_w));
-        let cdp = Cdp::from_pipes(cmd_w, ev_r)?;
         let pid = child.id().and_then(|p| i32::try_from(p).ok()).unwrap_or(0);
         if let Some(stderr) = child.stderr.take() {
             // Drain stderr for the browser's whole life: a full pipe would block Chromium.
