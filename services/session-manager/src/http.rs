@@ -39,6 +39,13 @@ pub fn router(app: App) -> Router {
         .route("/send", post(send))
         .route("/logout", post(logout))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "NOT_FOUND", "no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "METHOD_NOT_ALLOWED",
+                "this route does not take that method",
+            )
+        })
         .layer(middleware::from_fn(log_request))
         .with_state(app)
 }

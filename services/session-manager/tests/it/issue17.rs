@@ -367,6 +367,13 @@ fn big_bodies_are_413_and_unknown_ids_leave_no_record() {
             assert_eq!(body["max_bytes"], 65536);
             assert!(body["error"].is_string());
         }
+        // Every error keeps the JSON shape, also a wrong method.
+        let (s, v) = svc.req("GET", "/send", Some("5"), None).await;
+        assert_eq!(
+            (s, v["code"].as_str()),
+            (405, Some("METHOD_NOT_ALLOWED")),
+            "{v}"
+        );
         // A body of the right size but for a session that is not there: 503, not 413.
         let (s, v) = svc
             .req(
