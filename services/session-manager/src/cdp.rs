@@ -1,32 +1,43 @@
-//! A minimal Chrome DevTools Protocol client.
+//! A minimal Chrome DevTools Protocol client over `--remote-debugging-pipe`.
 //!
-//! Why our own ~150 lines over tokio-tungstenite instead of chromiumoxide: we
-//! need five commands (createTarget, attachToTarget, navigate, evaluate,
-//! Browser.close), and we must own the browser process ourselves (process
-//! group, env marker, kill ladder, crashpad escapees). chromiumoxide wants to
-//! launch and own the process, pulls in a large generated protocol crate, and
-//! would hide the child we need to reap and kill.
+//! Why a pipe and not a port: a DevTools port on 127.0.0.1 is unauthenticated
+//! and open to every local user (issue 17: `nobody` attached to a customer's
+//! page and read root-only files through `file://`). With the pipe, Chromium
+//! reads commands from its fd 3 and writes replies and events to its fd 4;
+//! only the process holding the other ends (us) can talk to it. Messages are
+//! JSON texts, each terminated by a NUL byte.
 //!
-//! One task owns the websocket; callers send a request with a oneshot for the
-//! reply and the task matches replies by `id`. Events are ignored: the page is
-//! polled with `Runtime.evaluate`, which also detects a hung renderer.
+//! Why our own client instead of chromiumoxide: we need a handful of commands
+//! and must own the browser process ourselves (process group, env marker,
+//! kill ladder, crashpad escapees). chromiumoxide wants to launch and own the
+//! process and pulls in a large generated protocol crate.
+//!
+//! One task writes, one task reads; replies are matched by `id` through a
+//! shared map. Events are ignored: the page is polled with `Runtime.evaluate`,
+//! which also detects a hung renderer.
 
 use std::collections::HashMap;
+use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::unix::pipe;
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio_tungstenite::tungstenite::Message;
 
 /// Upper bound on one command's round trip.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest message we accept from the browser. We never ask for screenshots
+/// or bodies, so anything this big is a broken peer; it closes the connection
+/// rather than growing a buffer without limit.
+const MAX_MESSAGE: usize = 32 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CdpError {
-    #[error("failed to connect to DevTools at {url}: {reason}")]
-    Connect { url: String, reason: String },
+    #[error("failed to set up the DevTools pipe: {0}")]
+    Pipe(std::io::Error),
     #[error("DevTools connection closed")]
     Closed,
     #[error("DevTools command {method} timed out")]
@@ -35,63 +46,65 @@ pub enum CdpError {
     Remote { method: String, message: String },
 }
 
-struct Request {
-    id: u64,
-    text: String,
-    reply: oneshot::Sender<Result<Value, String>>,
-}
+type Reply = oneshot::Sender<Result<Value, String>>;
+type Pending = Arc<Mutex<HashMap<u64, Reply>>>;
 
-/// A connection to the browser's DevTools endpoint.
+/// A DevTools connection to one browser.
 pub struct Cdp {
-    tx: mpsc::UnboundedSender<Request>,
+    tx: mpsc::UnboundedSender<(u64, String, Reply)>,
     next_id: AtomicU64,
     closed: watch::Receiver<bool>,
 }
 
 impl Cdp {
-    /// Connects to `ws://127.0.0.1:PORT/devtools/browser/...`.
-    pub async fn connect(url: &str) -> Result<Self, CdpError> {
-        let (ws, _) =
-            tokio_tungstenite::connect_async(url)
-                .await
-                .map_err(|e| CdpError::Connect {
-                    url: url.to_owned(),
-                    reason: e.to_string(),
-                })?;
-        let (tx, mut rx) = mpsc::unbounded_channel::<Request>();
+    /// Takes our ends of the two pipes: `to_browser` is read by Chromium as
+    /// its fd 3, `from_browser` is written by Chromium as its fd 4.
+    pub fn from_pipes(to_browser: OwnedFd, from_browser: OwnedFd) -> Result<Self, CdpError> {
+        let mut writer = pipe::Sender::from_owned_fd(to_browser).map_err(CdpError::Pipe)?;
+        let mut reader = pipe::Receiver::from_owned_fd(from_browser).map_err(CdpError::Pipe)?;
+        let (tx, mut rx) = mpsc::unbounded_channel::<(u64, String, Reply)>();
         let (closed_tx, closed) = watch::channel(false);
+        let closed_tx = Arc::new(closed_tx);
+        let pending: Pending = Arc::default();
+
+        let (p, c) = (pending.clone(), closed_tx.clone());
         tokio::spawn(async move {
-            let (mut sink, mut stream) = ws.split();
-            let mut pending: HashMap<u64, oneshot::Sender<Result<Value, String>>> = HashMap::new();
-            loop {
-                tokio::select! {
-                    req = rx.recv() => {
-                        let Some(req) = req else { break };
-                        if sink.send(Message::text(req.text)).await.is_err() {
-                            let _ = req.reply.send(Err("connection closed".into()));
-                            break;
-                        }
-                        pending.insert(req.id, req.reply);
-                    }
-                    msg = stream.next() => {
-                        let text = match msg {
-                            Some(Ok(Message::Text(t))) => t,
-                            Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
-                            Some(Ok(_)) => continue,
-                        };
-                        let Ok(v) = serde_json::from_str::<Value>(text.as_str()) else { continue };
-                        let Some(id) = v.get("id").and_then(Value::as_u64) else { continue };
-                        if let Some(reply) = pending.remove(&id) {
-                            let r = match v.get("error") {
-                                Some(e) => Err(e.get("message").and_then(Value::as_str).unwrap_or("unknown error").to_owned()),
-                                None => Ok(v.get("result").cloned().unwrap_or(Value::Null)),
-                            };
-                            let _ = reply.send(r);
-                        }
-                    }
+            while let Some((id, text, reply)) = rx.recv().await {
+                if *c.borrow() {
+                    let _ = reply.send(Err("connection closed".into()));
+                    continue;
+                }
+                lock(&p).insert(id, reply);
+                let mut bytes = text.into_bytes();
+                bytes.push(0);
+                if writer.write_all(&bytes).await.is_err() {
+                    // Dropping the reply senders fails every waiting caller.
+                    lock(&p).clear();
+                    let _ = c.send(true);
+                    break;
                 }
             }
-            // Dropping `pending` fails every waiting caller with Closed.
+        });
+
+        tokio::spawn(async move {
+            let mut buf: Vec<u8> = Vec::with_capacity(64 << 10);
+            let mut chunk = vec![0u8; 64 << 10];
+            'read: loop {
+                let n = match reader.read(&mut chunk).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                };
+                buf.extend_from_slice(&chunk[..n]);
+                while let Some(end) = buf.iter().position(|b| *b == 0) {
+                    dispatch(&pending, &buf[..end]);
+                    buf.drain(..=end);
+                }
+                if buf.len() > MAX_MESSAGE {
+                    tracing::error!("DevTools message over {MAX_MESSAGE} bytes; closing");
+                    break 'read;
+                }
+            }
+            lock(&pending).clear();
             let _ = closed_tx.send(true);
         });
         Ok(Cdp {
@@ -108,6 +121,21 @@ impl Cdp {
         params: Value,
         session: Option<&str>,
     ) -> Result<Value, CdpError> {
+        self.call_within(method, params, session, CALL_TIMEOUT)
+            .await
+    }
+
+    /// `call` with its own bound on the round trip.
+    pub async fn call_within(
+        &self,
+        method: &str,
+        params: Value,
+        session: Option<&str>,
+        timeout: Duration,
+    ) -> Result<Value, CdpError> {
+        if *self.closed.borrow() {
+            return Err(CdpError::Closed);
+        }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut msg = json!({ "id": id, "method": method, "params": params });
         if let Some(s) = session {
@@ -115,13 +143,9 @@ impl Cdp {
         }
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Request {
-                id,
-                text: msg.to_string(),
-                reply,
-            })
+            .send((id, msg.to_string(), reply))
             .map_err(|_| CdpError::Closed)?;
-        match tokio::time::timeout(CALL_TIMEOUT, rx).await {
+        match tokio::time::timeout(timeout, rx).await {
             Err(_) => Err(CdpError::Timeout {
                 method: method.to_owned(),
             }),
@@ -134,9 +158,36 @@ impl Cdp {
         }
     }
 
-    /// Resolves once the websocket is gone (browser exited or crashed).
+    /// Resolves once the pipe is gone (browser exited or crashed).
     pub async fn closed(&self) {
         let mut c = self.closed.clone();
         let _ = c.wait_for(|v| *v).await;
     }
+}
+
+/// The map stays usable after a panic elsewhere: it holds only senders.
+fn lock(p: &Pending) -> std::sync::MutexGuard<'_, HashMap<u64, Reply>> {
+    p.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Hands one reply to its caller; events (no `id`) and junk are skipped.
+fn dispatch(pending: &Pending, msg: &[u8]) {
+    let Ok(v) = serde_json::from_slice::<Value>(msg) else {
+        return;
+    };
+    let Some(id) = v.get("id").and_then(Value::as_u64) else {
+        return;
+    };
+    let Some(reply) = lock(pending).remove(&id) else {
+        return;
+    };
+    let r = match v.get("error") {
+        Some(e) => Err(e
+            .get("message")
+            .and_then(Value::as_str)
+            .unwrap_or("unknown error")
+            .to_owned()),
+        None => Ok(v.get("result").cloned().unwrap_or(Value::Null)),
+    };
+    let _ = reply.send(r);
 }

@@ -27,6 +27,33 @@ pub struct Config {
     pub ready_selector: String,
     /// Button clicked on the send page.
     pub send_button_selector: String,
+    /// Element of the "phone logged this session out" screen.
+    pub logged_out_selector: String,
+    /// Element of the "this number is banned" screen.
+    pub banned_selector: String,
+    /// Element of the "phone/computer not connected" screen or banner.
+    pub disconnected_selector: String,
+    /// How long a session may stay in INITIALIZING or AUTHENTICATED.
+    pub init_timeout: Duration,
+    /// First wait of a READY session that lost its link before relaunching;
+    /// doubles per attempt.
+    pub reconnect_backoff: Duration,
+    /// Sessions reopened at once at start.
+    pub restore_concurrency: usize,
+    /// `/send` answers without touching the page.
+    pub dry_run: bool,
+    /// Sends waiting per session behind the one in progress.
+    pub send_queue: usize,
+    /// Largest `/send` body in bytes.
+    pub max_body_bytes: usize,
+    /// Most open HTTP connections.
+    pub http_max_connections: usize,
+    /// Time a new connection has to deliver its first request's headers.
+    pub http_header_timeout: Duration,
+    /// Time a keep-alive connection may sit between requests.
+    pub http_idle_timeout: Duration,
+    /// `USER_AGENT`; None = the browser's own with "HeadlessChrome" → "Chrome".
+    pub user_agent: Option<String>,
     /// Most browsers alive at once.
     pub max_sessions: usize,
     /// How long terminal states keep their browser before it is destroyed.
@@ -86,19 +113,27 @@ impl Config {
                 "an http:// or https:// URL",
             ));
         }
-        let max_sessions = match get("MAX_SESSIONS") {
-            Some(v) => match v.trim().parse::<usize>() {
-                Ok(n) if n > 0 => n,
-                _ => return Err(invalid("MAX_SESSIONS", &v, "a positive integer")),
-            },
-            None => 20,
-        };
         let duration = |name: &'static str, default: Duration| -> Result<Duration, ConfigError> {
             match get(name) {
                 Some(v) => parse_duration(&v)
                     .ok_or_else(|| invalid(name, &v, "a duration like 60s, 500ms or 2m")),
                 None => Ok(default),
             }
+        };
+        let count = |name: &'static str, default: usize| -> Result<usize, ConfigError> {
+            match get(name) {
+                Some(v) => match v.trim().parse::<usize>() {
+                    Ok(n) if n > 0 => Ok(n),
+                    _ => Err(invalid(name, &v, "a positive integer")),
+                },
+                None => Ok(default),
+            }
+        };
+        let dry_run = match get("DRY_RUN").map(|v| v.trim().to_ascii_lowercase()) {
+            None => false,
+            Some(v) if matches!(v.as_str(), "1" | "true" | "yes" | "on") => true,
+            Some(v) if matches!(v.as_str(), "0" | "false" | "no" | "off") => false,
+            Some(v) => return Err(invalid("DRY_RUN", &v, "true or false")),
         };
         Ok(Config {
             port,
@@ -110,7 +145,23 @@ impl Config {
             ready_selector: get("WA_READY_SELECTOR").unwrap_or_else(|| "#pane-side".into()),
             send_button_selector: get("WA_SEND_BUTTON_SELECTOR")
                 .unwrap_or_else(|| r#"span[data-icon="send"]"#.into()),
-            max_sessions,
+            logged_out_selector: get("WA_LOGGED_OUT_SELECTOR")
+                .unwrap_or_else(|| r#"[data-testid="logged-out"]"#.into()),
+            banned_selector: get("WA_BANNED_SELECTOR")
+                .unwrap_or_else(|| r#"[data-testid="banned"]"#.into()),
+            disconnected_selector: get("WA_DISCONNECTED_SELECTOR")
+                .unwrap_or_else(|| r#"[data-testid="disconnected"]"#.into()),
+            init_timeout: duration("INIT_TIMEOUT", Duration::from_secs(90))?,
+            reconnect_backoff: duration("RECONNECT_BACKOFF", Duration::from_secs(5))?,
+            restore_concurrency: count("RESTORE_CONCURRENCY", 2)?,
+            dry_run,
+            send_queue: count("SEND_QUEUE", 5)?,
+            max_body_bytes: count("MAX_BODY_BYTES", 256 * 1024)?,
+            http_max_connections: count("HTTP_MAX_CONNECTIONS", 1024)?,
+            http_header_timeout: duration("HTTP_HEADER_TIMEOUT", Duration::from_secs(10))?,
+            http_idle_timeout: duration("HTTP_IDLE_TIMEOUT", Duration::from_secs(60))?,
+            user_agent: get("USER_AGENT"),
+            max_sessions: count("MAX_SESSIONS", 20)?,
             session_grace: duration("SESSION_GRACE", Duration::from_secs(60))?,
             shutdown_timeout: duration("SHUTDOWN_TIMEOUT", Duration::from_secs(15))?,
         })
@@ -202,5 +253,10 @@ mod tests {
         assert_eq!(c.wa_web_url, "https://web.whatsapp.com");
         assert!(cfg(&[("PORT", "1"), ("MAX_SESSIONS", "0")]).is_err());
         assert!(cfg(&[("PORT", "1"), ("SESSION_GRACE", "soon")]).is_err());
+        assert_eq!(c.init_timeout, Duration::from_secs(90));
+        assert!(!c.dry_run);
+        assert!(cfg(&[("PORT", "1"), ("DRY_RUN", "TRUE")]).unwrap().dry_run);
+        assert!(cfg(&[("PORT", "1"), ("DRY_RUN", "maybe")]).is_err());
+        assert!(cfg(&[("PORT", "1"), ("SEND_QUEUE", "0")]).is_err());
     }
 }

@@ -3,22 +3,35 @@
 //! Every error body has one shape: `{"error": "<human text>", "code": "<CODE>", ...}`
 //! with optional extra fields (`retry`, `retry_after_seconds`, `fix`, `state`).
 
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::{Request, State as AxState};
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use futures_util::StreamExt as _;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::config::Config;
 use crate::session::{InitOutcome, SendOutcome, Sessions, RETRY_AFTER_SECONDS};
 
+/// How long a client may take to upload a `/send` body.
+const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What every handler gets.
+#[derive(Clone)]
+pub struct App {
+    pub sessions: Sessions,
+    pub cfg: Arc<Config>,
+}
+
 /// The router with every route and the one-line-per-request log.
-pub fn router(sessions: Sessions) -> Router {
+pub fn router(app: App) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/init", post(init))
@@ -26,8 +39,15 @@ pub fn router(sessions: Sessions) -> Router {
         .route("/send", post(send))
         .route("/logout", post(logout))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "NOT_FOUND", "no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "METHOD_NOT_ALLOWED",
+                "this route does not take that method",
+            )
+        })
         .layer(middleware::from_fn(log_request))
-        .with_state(sessions)
+        .with_state(app)
 }
 
 /// An error answer.
@@ -78,13 +98,23 @@ fn cliente_id(headers: &HeaderMap) -> Result<u64, ApiError> {
     }
 }
 
-async fn health(AxState(s): AxState<Sessions>) -> Json<Value> {
-    Json(json!({ "status": "ok", "service": "session-manager", "sessions": s.count().await }))
+/// `sessions`: live browsers; `records`: customers held in memory (bounded:
+/// refused requests add none, terminal ones are dropped after their grace).
+async fn health(AxState(app): AxState<App>) -> Json<Value> {
+    let c = app.sessions.counts().await;
+    Json(json!({
+        "status": "ok",
+        "service": "session-manager",
+        "sessions": c.sessions,
+        "records": c.records,
+        "sessions_by_state": c.by_state,
+        "dry_run": app.cfg.dry_run,
+    }))
 }
 
-async fn init(AxState(s): AxState<Sessions>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+async fn init(AxState(app): AxState<App>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
     let id = cliente_id(&headers)?;
-    match s.init(id).await {
+    match app.sessions.init(id).await {
         InitOutcome::Initializing(status) => Ok(Json(json!({
             "success": true,
             "message": "WhatsApp client initialization started",
@@ -135,12 +165,9 @@ async fn init(AxState(s): AxState<Sessions>, headers: HeaderMap) -> Result<Json<
     }
 }
 
-async fn status(
-    AxState(s): AxState<Sessions>,
-    headers: HeaderMap,
-) -> Result<Json<Value>, ApiError> {
+async fn status(AxState(app): AxState<App>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
     let id = cliente_id(&headers)?;
-    Ok(Json(json!(s.status(id).await)))
+    Ok(Json(json!(app.sessions.status(id).await)))
 }
 
 #[derive(Deserialize)]
@@ -149,12 +176,60 @@ struct SendBody {
     message: String,
 }
 
+/// Reads a body of at most `limit` bytes, answering 413 in the service's
+/// error shape as soon as the declared or received size passes it.
+async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Vec<u8>, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "PAYLOAD_TOO_LARGE",
+            format!("the body is larger than MAX_BODY_BYTES={limit} bytes"),
+        )
+        .with("max_bytes", json!(limit))
+    };
+    let declared = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    let read = async {
+        let mut buf = Vec::new();
+        let mut stream = body.into_data_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|_| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "INVALID_PAYLOAD",
+                    "the request body could not be read",
+                )
+            })?;
+            if buf.len() + chunk.len() > limit {
+                return Err(too_large());
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        Ok(buf)
+    };
+    tokio::time::timeout(BODY_TIMEOUT, read)
+        .await
+        .unwrap_or_else(|_| {
+            Err(ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "BODY_TIMEOUT",
+                format!("the body did not arrive within {BODY_TIMEOUT:?}"),
+            ))
+        })
+}
+
 async fn send(
-    AxState(s): AxState<Sessions>,
+    AxState(app): AxState<App>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<Json<Value>, ApiError> {
     let id = cliente_id(&headers)?;
+    let body = read_body(&headers, body, app.cfg.max_body_bytes).await?;
     let invalid = |why: String| ApiError::new(StatusCode::BAD_REQUEST, "INVALID_PAYLOAD", why);
     let b: SendBody = serde_json::from_slice(&body).map_err(|e| {
         invalid(format!(
@@ -170,16 +245,32 @@ async fn send(
     if b.message.is_empty() {
         return Err(invalid("message must not be empty".into()));
     }
-    match s.send(id, phone.clone(), b.message).await {
-        SendOutcome::Sent => Ok(Json(
-            json!({ "success": true, "cliente_id": id, "phone": phone }),
-        )),
+    // If the client goes away, hyper drops this future, which drops the
+    // reply channel; the worker sees that and skips or aborts the send.
+    match app.sessions.send(id, phone.clone(), b.message).await {
+        SendOutcome::Sent { dry_run } => Ok(Json(json!({
+            "success": true,
+            "cliente_id": id,
+            "phone": phone,
+            "dry_run": dry_run,
+        }))),
         SendOutcome::NotReady(state) => Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "SESSION_NOT_READY",
             "the session is not READY",
         )
         .with("state", json!(state))),
+        SendOutcome::QueueFull(n) => Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "SEND_QUEUE_FULL",
+            format!("{n} sends are already waiting for this session (SEND_QUEUE)"),
+        )
+        .with("retry_after_seconds", json!(RETRY_AFTER_SECONDS))),
+        SendOutcome::Cancelled(why) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "SEND_CANCELLED",
+            why,
+        )),
         SendOutcome::Failed(e) => Err(ApiError::new(
             StatusCode::BAD_GATEWAY,
             "SEND_FAILED",
@@ -188,14 +279,17 @@ async fn send(
     }
 }
 
-async fn logout(
-    AxState(s): AxState<Sessions>,
-    headers: HeaderMap,
-) -> Result<Json<Value>, ApiError> {
+/// Destroys the customer's browser and deletes its profile. An id with no
+/// session and no profile gets `NO_SESSION` and leaves no trace.
+async fn logout(AxState(app): AxState<App>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
     let id = cliente_id(&headers)?;
-    s.logout(id).await;
+    let action = if app.sessions.logout(id).await {
+        "LOGGED_OUT"
+    } else {
+        "NO_SESSION"
+    };
     Ok(Json(
-        json!({ "success": true, "cliente_id": id, "action": "LOGGED_OUT" }),
+        json!({ "success": true, "cliente_id": id, "action": action }),
     ))
 }
 
@@ -225,6 +319,25 @@ async fn log_request(req: Request, next: Next) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn streamed_body_over_the_limit_is_413_json() {
+        let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+            (0..10).map(|_| Ok(vec![b'x'; 10_000])).collect();
+        let body = Body::from_stream(futures_util::stream::iter(chunks));
+        let e = read_body(&HeaderMap::new(), body, 64_000)
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(e.status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(e.body["code"], "PAYLOAD_TOO_LARGE");
+        assert!(e.body["error"].as_str().unwrap().contains("64000"));
+        let ok = read_body(&HeaderMap::new(), Body::from("abc"), 3)
+            .await
+            .ok()
+            .unwrap();
+        assert_eq!(ok, b"abc");
+    }
 
     #[test]
     fn cliente_ids() {

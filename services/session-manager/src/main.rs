@@ -2,7 +2,8 @@
 //!
 //! Layout: `config` (env), `http` (routes, request log), `session` (the actor
 //! that owns all session state + one worker task per browser), `browser`
-//! (launch, page driving, kill ladder), `cdp` (DevTools client), `procs`
+//! (launch, page driving, kill ladder), `cdp` (DevTools client over a pipe),
+//! `server` (accept loop with connection limits), `procs`
 //! (`/proc` scans, signals, profile lock), `qr` (QR PNG).
 
 mod browser;
@@ -11,9 +12,9 @@ mod config;
 mod http;
 mod procs;
 mod qr;
+mod server;
 mod session;
 
-use std::future::IntoFuture as _;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,7 +56,8 @@ fn main() -> ExitCode {
 }
 
 async fn run(cfg: config::Config) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&cfg.tokens_dir)
+    // 0700: the profiles below hold every customer's WhatsApp session.
+    browser::make_private_dir(&cfg.tokens_dir)
         .with_context(|| format!("failed to create TOKENS_DIR {}", cfg.tokens_dir.display()))?;
     let mut sigterm =
         signal(SignalKind::terminate()).context("failed to install SIGTERM handler")?;
@@ -75,26 +77,56 @@ async fn run(cfg: config::Config) -> anyhow::Result<()> {
         ),
     }
     let sessions = session::Sessions::start(cfg.clone());
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    let server = tokio::spawn(
-        axum::serve(listener, http::router(sessions.clone()))
-            .with_graceful_shutdown(async move {
-                let _ = stop_rx.wait_for(|v| *v).await;
-            })
-            .into_future(),
-    );
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // Each browser holds a few descriptors in this process (two DevTools
+    // pipes, stderr, the child handle); keep generous room for MAX_SESSIONS.
+    let reserve = (cfg.max_sessions as u64)
+        .saturating_mul(16)
+        .saturating_add(64);
+    let max_connections = server::fit_connection_cap(cfg.http_max_connections, reserve);
+    if max_connections < cfg.http_max_connections {
+        tracing::warn!(
+            "HTTP_MAX_CONNECTIONS={} lowered to {max_connections} to fit RLIMIT_NOFILE",
+            cfg.http_max_connections
+        );
+    }
+    let limits = server::Limits {
+        max_connections,
+        header_timeout: cfg.http_header_timeout,
+        idle_timeout: cfg.http_idle_timeout,
+    };
+    let app = http::router(http::App {
+        sessions: sessions.clone(),
+        cfg: cfg.clone(),
+    });
+    let server = tokio::spawn(server::serve(
+        listener,
+        app,
+        limits,
+        stop_rx,
+        Duration::from_secs(2),
+    ));
     tracing::info!(
         "listening on {local}, tokens in {}, max {} sessions",
         cfg.tokens_dir.display(),
         cfg.max_sessions
     );
+    if cfg.dry_run {
+        tracing::warn!("DRY_RUN=true: /send answers without sending anything");
+    }
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    // Linked customers come back by themselves after a restart.
+    let restore = tokio::spawn({
+        let (sessions, cfg) = (sessions.clone(), cfg.clone());
+        async move { sessions.restore(cfg).await }
+    });
 
     let sig = tokio::select! {
         _ = sigterm.recv() => "SIGTERM",
         _ = sigint.recv() => "SIGINT",
     };
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    restore.abort();
     tracing::info!(
         "{sig}: destroying every browser (bound {:?})",
         cfg.shutdown_timeout
@@ -110,11 +142,11 @@ async fn run(cfg: config::Config) -> anyhow::Result<()> {
         started.elapsed()
     );
     let _ = stop_tx.send(true);
-    if tokio::time::timeout(Duration::from_secs(2), server)
+    if tokio::time::timeout(Duration::from_secs(3), server)
         .await
         .is_err()
     {
-        tracing::warn!("HTTP server did not drain within 2s; exiting anyway");
+        tracing::warn!("HTTP server did not drain within 3s; exiting anyway");
     }
     Ok(())
 }

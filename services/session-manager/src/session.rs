@@ -6,19 +6,28 @@
 //! - At most one browser per customer: a customer's new worker first waits
 //!   until the previous worker (browser destroyed, profile released) is done.
 //!   Workers of one customer form a chain, so no interleaving of `/init`,
-//!   `/logout`, grace timers and crashes can overlap two browsers.
+//!   `/logout`, grace timers, reconnections and crashes can overlap two browsers.
 //! - Every worker event carries the generation it was started for; events of
 //!   an older generation are ignored, so a slow dying browser cannot rewrite
-//!   the state of its successor.
+//!   the state of its successor. Timers carry the state sequence number they
+//!   were armed for and are ignored once the state moved on.
+//! - A record exists only for a customer with something going on: refused
+//!   requests create none, and a record in a terminal state (or after
+//!   `/logout`) is dropped once its browser is gone, so unknown ids cannot
+//!   grow memory.
+//! - Stopping a worker (logout, grace, shutdown, init timeout) goes ahead of
+//!   its queued sends: the stop signal is a separate channel the worker
+//!   checks first, also while a send is in progress.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::browser::{Browser, Page, PageObs};
+use crate::browser::{Browser, Page, PageObs, Selectors};
 use crate::config::Config;
 use crate::{procs, qr};
 
@@ -30,10 +39,12 @@ const OBSERVE_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_OBSERVE_FAILURES: u32 = 3;
 /// How long `/send` waits for the send button.
 const SEND_TIMEOUT: Duration = Duration::from_secs(20);
-/// Told to a caller that hits an init in progress.
-pub const RETRY_AFTER_SECONDS: u64 = 3;
-/// Reported in `/status`; re-inits after `ERROR` since the last `READY`.
+/// Told to a caller that hits an init in progress or a full send queue (seed 002).
+pub const RETRY_AFTER_SECONDS: u64 = 5;
+/// Relaunches of a READY session that lost its link before it is `ERROR` (seeds 003).
 pub const MAX_RECONNECTION_ATTEMPTS: u32 = 3;
+/// File in a profile that marks its customer as linked, so a restart reopens it.
+pub const LINKED_MARKER: &str = ".session-manager-linked";
 
 /// The state of one customer's session (wire names in SCREAMING_SNAKE_CASE).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -44,27 +55,40 @@ pub enum State {
     QrRequired,
     Authenticated,
     Ready,
-    #[expect(
-        dead_code,
-        reason = "part of the wire contract; no automatic reconnection yet"
-    )]
     Reconnecting,
     DisconnectedLogout,
-    #[expect(
-        dead_code,
-        reason = "part of the wire contract; no ban detector on the page yet"
-    )]
     DisconnectedBanned,
     Error,
 }
 
 impl State {
-    /// States after which the browser is destroyed (after the grace period).
+    /// The wire name, as serialized.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::NotInitialized => "NOT_INITIALIZED",
+            State::Initializing => "INITIALIZING",
+            State::QrRequired => "QR_REQUIRED",
+            State::Authenticated => "AUTHENTICATED",
+            State::Ready => "READY",
+            State::Reconnecting => "RECONNECTING",
+            State::DisconnectedLogout => "DISCONNECTED_LOGOUT",
+            State::DisconnectedBanned => "DISCONNECTED_BANNED",
+            State::Error => "ERROR",
+        }
+    }
+
+    /// States after which the browser is destroyed and the record dropped
+    /// (after the grace period).
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
             State::DisconnectedLogout | State::DisconnectedBanned | State::Error
         )
+    }
+
+    /// States that must not last longer than `INIT_TIMEOUT`.
+    fn is_starting(self) -> bool {
+        matches!(self, State::Initializing | State::Authenticated)
     }
 
     fn recommended_action(self) -> &'static str {
@@ -89,19 +113,29 @@ pub fn on_observation(state: State, ever_ready: bool, obs: &PageObs) -> State {
     if state.is_terminal() || state == State::NotInitialized {
         return state;
     }
-    if obs.ready {
-        State::Ready
-    } else if obs.qr.is_some() {
-        if ever_ready {
+    if obs.banned {
+        return State::DisconnectedBanned;
+    }
+    if obs.logged_out {
+        return State::DisconnectedLogout;
+    }
+    if obs.ready && !obs.disconnected {
+        return State::Ready;
+    }
+    if obs.qr.is_some() {
+        // A QR after the phone was linked means the phone ended the session.
+        return if ever_ready {
             State::DisconnectedLogout
         } else {
             State::QrRequired
-        }
-    } else if state == State::QrRequired {
+        };
+    }
+    match state {
+        // Chat pane gone, or the disconnected screen over it.
+        State::Ready => State::Reconnecting,
         // The QR went away but the chat pane is not there yet.
-        State::Authenticated
-    } else {
-        state
+        State::QrRequired => State::Authenticated,
+        s => s,
     }
 }
 
@@ -117,6 +151,8 @@ pub struct StatusView {
     pub recommended_action: &'static str,
     pub reconnection_attempts: u32,
     pub max_reconnection_attempts: u32,
+    /// Sends waiting behind the one in progress (bounded by `SEND_QUEUE`).
+    pub queued_sends: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub qr_code_base64: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -138,8 +174,13 @@ pub enum InitOutcome {
 /// Answer to `/send`.
 #[derive(Debug)]
 pub enum SendOutcome {
-    Sent,
+    Sent {
+        dry_run: bool,
+    },
     NotReady(State),
+    QueueFull(usize),
+    /// The session stopped (logout, shutdown, lost link) before the message went out.
+    Cancelled(String),
     Failed(String),
 }
 
@@ -150,17 +191,33 @@ pub struct ShutdownReport {
     pub timed_out: bool,
 }
 
+/// Counts for `/health`.
+#[derive(Debug, Clone, Default)]
+pub struct Counts {
+    /// Sessions with a live browser.
+    pub sessions: usize,
+    /// Per-customer records held in memory.
+    pub records: usize,
+    /// Records per state (wire names), for the hub's `/status` summary.
+    pub by_state: std::collections::BTreeMap<String, usize>,
+}
+
+/// Why a worker is being started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Launch {
+    /// `/init` from a customer.
+    Init,
+    /// A linked customer reopened at start.
+    Restore,
+}
+
 enum Msg {
     Init(u64, oneshot::Sender<InitOutcome>),
+    Restore(u64, oneshot::Sender<InitOutcome>),
     Status(u64, oneshot::Sender<StatusView>),
-    Send {
-        id: u64,
-        phone: String,
-        message: String,
-        reply: oneshot::Sender<SendOutcome>,
-    },
-    Logout(u64, oneshot::Sender<()>),
-    Count(oneshot::Sender<usize>),
+    Send(u64, SendJob),
+    Logout(u64, oneshot::Sender<bool>),
+    Count(oneshot::Sender<Counts>),
     Shutdown(oneshot::Sender<ShutdownReport>),
     // From workers and timers; `gen` is the slot generation they belong to.
     Launched {
@@ -185,22 +242,34 @@ enum Msg {
     },
     GraceOver {
         id: u64,
+        seq: u64,
+    },
+    InitTimeout {
+        id: u64,
+        seq: u64,
+    },
+    ReconnectTick {
+        id: u64,
+        seq: u64,
+    },
+    /// The worker chain of a record ended (browser gone, profile released).
+    Forget {
+        id: u64,
         gen: u64,
     },
 }
 
-enum WorkerCmd {
-    Stop,
-    Send {
-        phone: String,
-        message: String,
-        reply: oneshot::Sender<SendOutcome>,
-    },
+/// One `/send`, queued to the customer's worker.
+pub struct SendJob {
+    phone: String,
+    message: String,
+    reply: oneshot::Sender<SendOutcome>,
 }
 
 /// The actor's handle on a worker (or on a logout cleanup task).
 struct WorkerHandle {
-    cmd: Option<mpsc::UnboundedSender<WorkerCmd>>,
+    stop: Option<watch::Sender<bool>>,
+    sends: Option<mpsc::Sender<SendJob>>,
     done: watch::Receiver<bool>,
     pid: Option<i32>,
 }
@@ -210,16 +279,20 @@ impl WorkerHandle {
         !*self.done.borrow()
     }
     fn stop(&self) {
-        if let Some(c) = &self.cmd {
-            let _ = c.send(WorkerCmd::Stop);
+        if let Some(s) = &self.stop {
+            let _ = s.send(true);
         }
     }
 }
 
 struct Slot {
     gen: u64,
+    /// Bumped on every state change; timers armed for an older one are stale.
+    seq: u64,
     state: State,
     ever_ready: bool,
+    /// The linked marker is on disk.
+    linked: bool,
     /// Current QR string and its PNG data URL.
     qr: Option<(String, String)>,
     last_error: Option<String>,
@@ -232,8 +305,10 @@ impl Slot {
     fn new() -> Self {
         Slot {
             gen: 0,
+            seq: 0,
             state: State::NotInitialized,
             ever_ready: false,
+            linked: false,
             qr: None,
             last_error: None,
             reconnection_attempts: 0,
@@ -261,6 +336,12 @@ impl Slot {
             recommended_action: s.recommended_action(),
             reconnection_attempts: self.reconnection_attempts,
             max_reconnection_attempts: MAX_RECONNECTION_ATTEMPTS,
+            queued_sends: self
+                .worker
+                .as_ref()
+                .and_then(|w| w.sends.as_ref())
+                .map(|q| q.max_capacity() - q.capacity())
+                .unwrap_or(0),
             qr_code_base64: match (s, &self.qr) {
                 (State::QrRequired, Some((_, png))) => Some(png.clone()),
                 _ => None,
@@ -310,24 +391,34 @@ impl Sessions {
         }
     }
 
+    /// Queues a send. Dropping the returned future (the client went away)
+    /// cancels it: the worker skips a job whose caller is gone, and aborts
+    /// one in progress.
     pub async fn send(&self, id: u64, phone: String, message: String) -> SendOutcome {
-        self.ask(|reply| Msg::Send {
-            id,
-            phone,
-            message,
-            reply,
+        self.ask(|reply| {
+            Msg::Send(
+                id,
+                SendJob {
+                    phone,
+                    message,
+                    reply,
+                },
+            )
         })
         .await
-        .unwrap_or_else(|| SendOutcome::Failed("session actor stopped".into()))
+        .unwrap_or_else(|| {
+            SendOutcome::Cancelled("the session stopped before the message was sent".into())
+        })
     }
 
-    pub async fn logout(&self, id: u64) {
-        let _ = self.ask(|r| Msg::Logout(id, r)).await;
+    /// Destroys the browser and deletes the profile; false when there was
+    /// nothing to log out (no record, no profile).
+    pub async fn logout(&self, id: u64) -> bool {
+        self.ask(|r| Msg::Logout(id, r)).await.unwrap_or(false)
     }
 
-    /// Sessions with a live browser.
-    pub async fn count(&self) -> usize {
-        self.ask(Msg::Count).await.unwrap_or(0)
+    pub async fn counts(&self) -> Counts {
+        self.ask(Msg::Count).await.unwrap_or_default()
     }
 
     /// Destroys every browser, waiting at most `timeout` before force-killing.
@@ -337,6 +428,67 @@ impl Sessions {
             timed_out: false,
         })
     }
+
+    /// Reopens every linked customer found in `TOKENS_DIR`, `concurrency` at a
+    /// time; each slot is released once its session left the start-up states
+    /// (or after `INIT_TIMEOUT`), so a restart does not launch 20 browsers at once.
+    pub async fn restore(&self, cfg: Arc<Config>) {
+        let ids = linked_customers(&cfg.tokens_dir);
+        if ids.is_empty() {
+            return;
+        }
+        tracing::info!(
+            "reopening {} linked customer(s), {} at a time",
+            ids.len(),
+            cfg.restore_concurrency
+        );
+        let permits = Arc::new(tokio::sync::Semaphore::new(cfg.restore_concurrency));
+        let mut tasks = Vec::new();
+        for id in ids {
+            let Ok(permit) = permits.clone().acquire_owned().await else {
+                break;
+            };
+            let this = self.clone();
+            let bound = cfg.init_timeout + Duration::from_secs(5);
+            tasks.push(tokio::spawn(async move {
+                let _permit = permit;
+                match this.ask(|r| Msg::Restore(id, r)).await {
+                    Some(InitOutcome::Initializing(_)) => {}
+                    Some(other) => {
+                        tracing::warn!(cliente_id = id, "not reopened: {other:?}");
+                        return;
+                    }
+                    None => return,
+                }
+                let deadline = tokio::time::Instant::now() + bound;
+                while tokio::time::Instant::now() < deadline {
+                    if !this.status(id).await.state.is_starting() {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+            }));
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+/// Customers whose profile carries the linked marker, in id order.
+pub fn linked_customers(tokens_dir: &Path) -> Vec<u64> {
+    let Ok(rd) = std::fs::read_dir(tokens_dir) else {
+        return Vec::new();
+    };
+    let mut ids: Vec<u64> = rd
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let id: u64 = e.file_name().to_str()?.parse().ok()?;
+            (id > 0 && e.path().join(LINKED_MARKER).is_file()).then_some(id)
+        })
+        .collect();
+    ids.sort_unstable();
+    ids
 }
 
 struct Actor {
@@ -347,6 +499,24 @@ struct Actor {
     /// Our own inbox, for workers and timers.
     tx: mpsc::Sender<Msg>,
     shutting_down: bool,
+}
+
+/// Sends `msg` to the actor after `after`.
+fn schedule(tx: &mpsc::Sender<Msg>, after: Duration, msg: Msg) {
+    let tx = tx.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(after).await;
+        let _ = tx.send(msg).await;
+    });
+}
+
+/// Sends `Forget` once the worker chain behind `done` has ended.
+fn forget_when_done(tx: &mpsc::Sender<Msg>, done: watch::Receiver<bool>, id: u64, gen: u64) {
+    let tx = tx.clone();
+    tokio::spawn(async move {
+        wait_done(done).await;
+        let _ = tx.send(Msg::Forget { id, gen }).await;
+    });
 }
 
 impl Actor {
@@ -362,7 +532,8 @@ impl Actor {
 
     fn handle(&mut self, msg: Msg) {
         match msg {
-            Msg::Init(id, reply) => self.init(id, reply),
+            Msg::Init(id, reply) => self.init(id, reply, Launch::Init),
+            Msg::Restore(id, reply) => self.init(id, reply, Launch::Restore),
             Msg::Status(id, reply) => {
                 let v = match self.slots.get(&id) {
                     Some(s) => s.view(id),
@@ -370,44 +541,23 @@ impl Actor {
                 };
                 let _ = reply.send(v);
             }
-            Msg::Send {
-                id,
-                phone,
-                message,
-                reply,
-            } => {
-                let Some(slot) = self.slots.get(&id) else {
-                    let _ = reply.send(SendOutcome::NotReady(State::NotInitialized));
-                    return;
-                };
-                match (
-                    &slot.state,
-                    slot.worker.as_ref().and_then(|w| w.cmd.as_ref()),
-                ) {
-                    (State::Ready, Some(cmd)) => {
-                        if let Err(mpsc::error::SendError(WorkerCmd::Send { reply, .. })) = cmd
-                            .send(WorkerCmd::Send {
-                                phone,
-                                message,
-                                reply,
-                            })
-                        {
-                            let _ = reply.send(SendOutcome::NotReady(slot.state));
-                        }
-                    }
-                    (s, _) => {
-                        let _ = reply.send(SendOutcome::NotReady(*s));
-                    }
-                }
-            }
+            Msg::Send(id, job) => self.send(id, job),
             Msg::Logout(id, reply) => self.logout(id, reply),
             Msg::Count(reply) => {
-                let n = self
+                let sessions = self
                     .slots
                     .values()
                     .filter(|s| s.state != State::NotInitialized && s.browser_alive())
                     .count();
-                let _ = reply.send(n);
+                let mut by_state = std::collections::BTreeMap::new();
+                for slot in self.slots.values() {
+                    *by_state.entry(slot.state.as_str().to_owned()).or_insert(0) += 1;
+                }
+                let _ = reply.send(Counts {
+                    sessions,
+                    records: self.slots.len(),
+                    by_state,
+                });
             }
             Msg::Shutdown(reply) => self.shutdown(reply),
             Msg::Launched { id, gen, pid } => {
@@ -423,19 +573,20 @@ impl Actor {
                 }
             }
             Msg::LaunchFailed { id, gen, error } => {
-                let Some(slot) = self.current(id, gen) else {
+                if self.current(id, gen).is_none() {
                     return;
-                };
-                tracing::warn!(cliente_id = id, %error, "browser launch failed");
-                slot.state = State::Error;
-                slot.last_error = Some(error.clone());
-                if let Some(reply) = slot.pending_init.take() {
-                    let _ = reply.send(InitOutcome::Failed(error));
                 }
+                tracing::warn!(cliente_id = id, %error, "browser launch failed");
+                self.browser_lost(id, error);
+            }
+            Msg::Exited { id, gen, reason } => {
+                if self.current(id, gen).is_none() {
+                    return;
+                }
+                tracing::warn!(cliente_id = id, %reason, "browser gone");
+                self.browser_lost(id, reason);
             }
             Msg::Observed { id, gen, obs } => {
-                let grace = self.cfg.session_grace;
-                let tx = self.tx.clone();
                 let Some(slot) = self.current(id, gen) else {
                     return;
                 };
@@ -452,41 +603,68 @@ impl Actor {
                 } else {
                     slot.qr = None;
                 }
-                if next == State::Ready {
-                    slot.ever_ready = true;
-                    slot.reconnection_attempts = 0;
-                }
+                let reason = match next {
+                    State::DisconnectedBanned => Some("the page shows the banned screen"),
+                    State::DisconnectedLogout => Some("the phone logged this session out"),
+                    State::Reconnecting => Some("the session lost its link to the phone"),
+                    _ => None,
+                };
                 if next != slot.state {
-                    tracing::info!(cliente_id = id, from = ?slot.state, to = ?next, "session state");
-                    slot.state = next;
-                    if next.is_terminal() {
-                        schedule_grace(tx, id, gen, grace);
+                    if let Some(r) = reason {
+                        slot.last_error = Some(r.to_owned());
                     }
+                    self.set_state(id, next);
                 }
             }
-            Msg::Exited { id, gen, reason } => {
-                let Some(slot) = self.current(id, gen) else {
+            Msg::GraceOver { id, seq } => {
+                let Some(slot) = self.slots.get(&id).filter(|s| s.seq == seq) else {
                     return;
                 };
-                tracing::warn!(cliente_id = id, %reason, "browser gone");
+                if !slot.state.is_terminal() {
+                    return;
+                }
+                tracing::info!(cliente_id = id, state = ?slot.state, "grace over, dropping the session");
+                if let Some(w) = &slot.worker {
+                    w.stop();
+                    forget_when_done(&self.tx, w.done.clone(), id, slot.gen);
+                } else {
+                    self.slots.remove(&id);
+                }
+            }
+            Msg::InitTimeout { id, seq } => {
+                let timeout = self.cfg.init_timeout;
+                let Some(slot) = self.slots.get_mut(&id).filter(|s| s.seq == seq) else {
+                    return;
+                };
+                if !slot.state.is_starting() {
+                    return;
+                }
+                let why = format!(
+                    "stuck in {} for {timeout:?}: the page showed neither the QR code \
+                     (WA_QR_SELECTOR) nor the chat list (WA_READY_SELECTOR)",
+                    slot.state.as_str()
+                );
+                tracing::warn!(cliente_id = id, "{why}; closing the browser");
+                if let Some(w) = &slot.worker {
+                    w.stop();
+                }
                 if let Some(reply) = slot.pending_init.take() {
-                    let _ = reply.send(InitOutcome::Failed(reason.clone()));
+                    let _ = reply.send(InitOutcome::Failed(why.clone()));
                 }
-                if !slot.state.is_terminal() && slot.state != State::NotInitialized {
-                    slot.state = State::Error;
-                    slot.qr = None;
-                    slot.last_error = Some(reason);
-                }
+                slot.last_error = Some(why);
+                self.set_state(id, State::Error);
             }
-            Msg::GraceOver { id, gen } => {
-                let Some(slot) = self.current(id, gen) else {
-                    return;
-                };
-                if slot.state.is_terminal() {
-                    if let Some(w) = &slot.worker {
-                        tracing::info!(cliente_id = id, state = ?slot.state, "grace over, destroying browser");
-                        w.stop();
-                    }
+            Msg::ReconnectTick { id, seq } => self.reconnect_tick(id, seq),
+            Msg::Forget { id, gen } => {
+                let forget = self.slots.get(&id).is_some_and(|s| {
+                    s.gen == gen
+                        && (s.state.is_terminal() || s.state == State::NotInitialized)
+                        && s.pending_init.is_none()
+                        && !s.browser_alive()
+                });
+                if forget {
+                    self.slots.remove(&id);
+                    tracing::debug!(cliente_id = id, "record dropped");
                 }
             }
         }
@@ -497,28 +675,153 @@ impl Actor {
         self.slots.get_mut(&id).filter(|s| s.gen == gen)
     }
 
-    fn init(&mut self, id: u64, reply: oneshot::Sender<InitOutcome>) {
+    /// The browser of the current generation died or never came up.
+    fn browser_lost(&mut self, id: u64, why: String) {
+        let Some(slot) = self.slots.get_mut(&id) else {
+            return;
+        };
+        if let Some(reply) = slot.pending_init.take() {
+            let _ = reply.send(InitOutcome::Failed(why.clone()));
+        }
+        slot.qr = None;
+        match slot.state {
+            // A linked session: retry by relaunching (next reconnect tick).
+            State::Ready => {
+                slot.last_error = Some(why);
+                self.set_state(id, State::Reconnecting);
+            }
+            State::Reconnecting => slot.last_error = Some(why),
+            s if s.is_terminal() || s == State::NotInitialized => {}
+            _ => {
+                slot.last_error = Some(why);
+                self.set_state(id, State::Error);
+            }
+        }
+    }
+
+    /// Moves a session to `next` and arms what that state needs: the init
+    /// timeout, the reconnection ladder, the grace before dropping, the
+    /// linked marker.
+    fn set_state(&mut self, id: u64, next: State) {
+        let cfg = self.cfg.clone();
+        let Some(slot) = self.slots.get_mut(&id) else {
+            return;
+        };
+        let from = slot.state;
+        slot.state = next;
+        slot.seq += 1;
+        let seq = slot.seq;
+        tracing::info!(cliente_id = id, from = ?from, to = ?next, "session state");
+        if next.is_starting() {
+            schedule(&self.tx, cfg.init_timeout, Msg::InitTimeout { id, seq });
+        }
+        if next.is_terminal() {
+            schedule(&self.tx, cfg.session_grace, Msg::GraceOver { id, seq });
+        }
+        match next {
+            State::Ready => {
+                slot.ever_ready = true;
+                slot.reconnection_attempts = 0;
+                slot.last_error = None;
+                if !slot.linked {
+                    slot.linked = true;
+                    set_linked(&cfg.profile_dir(id), true);
+                }
+            }
+            State::Reconnecting if from == State::Ready => {
+                // First wait: the page may reconnect by itself.
+                schedule(
+                    &self.tx,
+                    backoff(cfg.reconnect_backoff, 0),
+                    Msg::ReconnectTick { id, seq },
+                );
+            }
+            State::DisconnectedLogout | State::DisconnectedBanned => {
+                slot.linked = false;
+                set_linked(&cfg.profile_dir(id), false);
+            }
+            _ => {}
+        }
+    }
+
+    /// A reconnection step: still not READY after the wait, so relaunch the
+    /// browser on the same profile, or give up after the last attempt.
+    fn reconnect_tick(&mut self, id: u64, seq: u64) {
+        let backoff_base = self.cfg.reconnect_backoff;
+        let Some(slot) = self.slots.get_mut(&id).filter(|s| s.seq == seq) else {
+            return;
+        };
+        if slot.state != State::Reconnecting {
+            return;
+        }
+        if self.shutting_down {
+            return;
+        }
+        if slot.reconnection_attempts >= MAX_RECONNECTION_ATTEMPTS {
+            let why = format!(
+                "link lost and not back after {MAX_RECONNECTION_ATTEMPTS} reconnection attempts{}",
+                slot.last_error
+                    .as_deref()
+                    .map(|e| format!(" (last: {e})"))
+                    .unwrap_or_default()
+            );
+            tracing::warn!(cliente_id = id, "{why}");
+            slot.last_error = Some(why);
+            if let Some(w) = &slot.worker {
+                w.stop();
+            }
+            self.set_state(id, State::Error);
+            return;
+        }
+        slot.reconnection_attempts += 1;
+        let attempt = slot.reconnection_attempts;
+        tracing::info!(
+            cliente_id = id,
+            attempt,
+            "reconnecting: relaunching the browser"
+        );
+        let Some(exe) = self.cfg.find_chromium() else {
+            slot.last_error = Some("no Chromium found".into());
+            schedule(
+                &self.tx,
+                backoff(backoff_base, attempt),
+                Msg::ReconnectTick { id, seq },
+            );
+            return;
+        };
+        self.spawn_worker(id, exe);
+        schedule(
+            &self.tx,
+            backoff(backoff_base, attempt),
+            Msg::ReconnectTick { id, seq },
+        );
+    }
+
+    fn init(&mut self, id: u64, reply: oneshot::Sender<InitOutcome>, how: Launch) {
         if self.shutting_down {
             let _ = reply.send(InitOutcome::ShuttingDown);
             return;
         }
+        // Every refusal below happens before a record exists.
         let live = self.live_browsers();
-        let slot = self.slots.entry(id).or_insert_with(Slot::new);
-        match slot.state {
-            State::Initializing => {
-                let _ = reply.send(InitOutcome::InProgress);
-                return;
+        let mut own = 0;
+        if let Some(slot) = self.slots.get(&id) {
+            match slot.state {
+                State::Initializing => {
+                    let _ = reply.send(InitOutcome::InProgress);
+                    return;
+                }
+                State::QrRequired | State::Authenticated | State::Ready | State::Reconnecting
+                    if slot.browser_alive() || slot.state == State::Reconnecting =>
+                {
+                    let _ = reply.send(InitOutcome::NoActionNeeded(slot.view(id)));
+                    return;
+                }
+                _ => {}
             }
-            State::QrRequired | State::Authenticated | State::Ready | State::Reconnecting
-                if slot.browser_alive() =>
-            {
-                let _ = reply.send(InitOutcome::NoActionNeeded(slot.view(id)));
-                return;
-            }
-            _ => {}
+            // A browser still dying for this customer is replaced, not added.
+            own = usize::from(slot.browser_alive());
         }
-        // A browser still dying for this customer is replaced, not added.
-        let own = usize::from(slot.browser_alive());
         if live - own >= self.cfg.max_sessions {
             let _ = reply.send(InitOutcome::TooManySessions(self.cfg.max_sessions));
             return;
@@ -527,23 +830,36 @@ impl Actor {
             let _ = reply.send(InitOutcome::BrowserNotFound);
             return;
         };
-        if slot.state == State::Error {
+        let slot = self.slots.entry(id).or_insert_with(Slot::new);
+        if slot.state == State::Error && how == Launch::Init {
             slot.reconnection_attempts += 1;
         }
-        slot.gen += 1;
-        slot.state = State::Initializing;
-        slot.ever_ready = false;
+        // A reopened customer was linked: a QR now means the phone logged out.
+        slot.ever_ready = how == Launch::Restore;
+        slot.linked = how == Launch::Restore;
         slot.qr = None;
         slot.last_error = None;
         slot.pending_init = Some(reply);
+        self.spawn_worker(id, exe);
+        self.set_state(id, State::Initializing);
+    }
+
+    /// Starts a new generation of the customer's worker, chained after the previous one.
+    fn spawn_worker(&mut self, id: u64, exe: PathBuf) {
+        let Some(slot) = self.slots.get_mut(&id) else {
+            return;
+        };
+        slot.gen += 1;
         let prev = slot.worker.take().map(|w| {
             w.stop();
             w.done
         });
-        let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let (send_tx, send_rx) = mpsc::channel(self.cfg.send_queue);
         let (done_tx, done_rx) = watch::channel(false);
         slot.worker = Some(WorkerHandle {
-            cmd: Some(cmd_tx),
+            stop: Some(stop_tx),
+            sends: Some(send_tx),
             done: done_rx,
             pid: None,
         });
@@ -559,37 +875,85 @@ impl Actor {
             if let Some(prev) = prev {
                 wait_done(prev).await;
             }
-            ctx.run(cmd_rx).await;
+            ctx.run(stop_rx, send_rx).await;
             let _ = done_tx.send(true);
         });
     }
 
-    fn logout(&mut self, id: u64, reply: oneshot::Sender<()>) {
-        let slot = self.slots.entry(id).or_insert_with(Slot::new);
-        if let Some(r) = slot.pending_init.take() {
-            let _ = r.send(InitOutcome::Failed(
-                "logged out during initialization".into(),
-            ));
+    fn send(&mut self, id: u64, job: SendJob) {
+        let dry_run = self.cfg.dry_run;
+        let Some(slot) = self.slots.get(&id) else {
+            let _ = job.reply.send(SendOutcome::NotReady(State::NotInitialized));
+            return;
+        };
+        let sends = slot.worker.as_ref().and_then(|w| w.sends.as_ref());
+        match (slot.state, sends) {
+            (State::Ready, _) if dry_run => {
+                tracing::info!(
+                    cliente_id = id,
+                    phone = %job.phone,
+                    chars = job.message.chars().count(),
+                    "DRY_RUN: would send {:?}",
+                    job.message.chars().take(200).collect::<String>()
+                );
+                let _ = job.reply.send(SendOutcome::Sent { dry_run: true });
+            }
+            (State::Ready, Some(sends)) => match sends.try_send(job) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(job)) => {
+                    let _ = job.reply.send(SendOutcome::QueueFull(self.cfg.send_queue));
+                }
+                Err(mpsc::error::TrySendError::Closed(job)) => {
+                    let _ = job.reply.send(SendOutcome::NotReady(slot.state));
+                }
+            },
+            (s, _) => {
+                let _ = job.reply.send(SendOutcome::NotReady(s));
+            }
         }
+    }
+
+    fn logout(&mut self, id: u64, reply: oneshot::Sender<bool>) {
+        let profile = self.cfg.profile_dir(id);
+        let prev = match self.slots.get_mut(&id) {
+            Some(slot) => {
+                if let Some(r) = slot.pending_init.take() {
+                    let _ = r.send(InitOutcome::Failed(
+                        "logged out during initialization".into(),
+                    ));
+                }
+                slot.worker.take().map(|w| {
+                    w.stop();
+                    w.done
+                })
+            }
+            // Unknown id: nothing to do unless a profile is on disk (a linked
+            // customer not reopened yet); no record for a refused logout.
+            None if !profile.exists() => {
+                let _ = reply.send(false);
+                return;
+            }
+            None => None,
+        };
+        let slot = self.slots.entry(id).or_insert_with(Slot::new);
         slot.gen += 1;
         slot.state = State::NotInitialized;
+        slot.seq += 1;
         slot.ever_ready = false;
+        slot.linked = false;
         slot.qr = None;
         slot.last_error = None;
         slot.reconnection_attempts = 0;
-        let prev = slot.worker.take().map(|w| {
-            w.stop();
-            w.done
-        });
         // The profile is deleted by a task in the customer's worker chain, so
         // a later init cannot launch on a half-deleted profile.
         let (done_tx, done_rx) = watch::channel(false);
         slot.worker = Some(WorkerHandle {
-            cmd: None,
-            done: done_rx,
+            stop: None,
+            sends: None,
+            done: done_rx.clone(),
             pid: None,
         });
-        let profile = self.cfg.profile_dir(id);
+        forget_when_done(&self.tx, done_rx, id, slot.gen);
         tokio::spawn(async move {
             if let Some(prev) = prev {
                 wait_done(prev).await;
@@ -604,7 +968,7 @@ impl Actor {
                 ),
             }
             let _ = done_tx.send(true);
-            let _ = reply.send(());
+            let _ = reply.send(true);
         });
     }
 
@@ -647,6 +1011,28 @@ impl Actor {
     }
 }
 
+/// `base * 2^attempt`, capped at 16 times the base.
+fn backoff(base: Duration, attempt: u32) -> Duration {
+    base.saturating_mul(1 << attempt.min(4))
+}
+
+/// Writes or removes the linked marker of a profile. Failures are logged, not
+/// fatal: at worst a restart does not reopen this customer by itself.
+fn set_linked(profile: &Path, linked: bool) {
+    let marker = profile.join(LINKED_MARKER);
+    let r = if linked {
+        std::fs::write(&marker, b"linked\n")
+    } else {
+        match std::fs::remove_file(&marker) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            r => r,
+        }
+    };
+    if let Err(e) = r {
+        tracing::warn!("failed to update {}: {e}", marker.display());
+    }
+}
+
 /// Last resort at shutdown: SIGKILL whatever carries our instance marker, our
 /// tokens dir as profile, or sits in one of our browsers' groups.
 fn force_kill(instance: &str, tokens_arg: &str, pgids: &[i32]) {
@@ -675,11 +1061,9 @@ async fn wait_done(mut done: watch::Receiver<bool>) {
     let _ = done.wait_for(|d| *d).await;
 }
 
-fn schedule_grace(tx: mpsc::Sender<Msg>, id: u64, gen: u64, grace: Duration) {
-    tokio::spawn(async move {
-        tokio::time::sleep(grace).await;
-        let _ = tx.send(Msg::GraceOver { id, gen }).await;
-    });
+async fn wait_stop(stop: &mut watch::Receiver<bool>) {
+    // A dropped sender (actor gone) counts as a stop too.
+    let _ = stop.wait_for(|s| *s).await;
 }
 
 /// Everything one worker needs.
@@ -687,7 +1071,7 @@ struct WorkerCtx {
     cfg: Arc<Config>,
     id: u64,
     gen: u64,
-    exe: std::path::PathBuf,
+    exe: PathBuf,
     instance: String,
     events: mpsc::Sender<Msg>,
 }
@@ -697,32 +1081,48 @@ impl WorkerCtx {
         let _ = self.events.send(msg).await;
     }
 
+    fn selectors(&self) -> Selectors<'_> {
+        Selectors {
+            qr: &self.cfg.qr_selector,
+            ready: &self.cfg.ready_selector,
+            logged_out: &self.cfg.logged_out_selector,
+            banned: &self.cfg.banned_selector,
+            disconnected: &self.cfg.disconnected_selector,
+        }
+    }
+
     /// Launches the browser, watches its page until stopped or dead, destroys it.
-    async fn run(self, mut cmds: mpsc::UnboundedReceiver<WorkerCmd>) {
+    async fn run(self, mut stop: watch::Receiver<bool>, mut sends: mpsc::Receiver<SendJob>) {
         let (id, gen) = (self.id, self.gen);
+        if *stop.borrow() {
+            return;
+        }
         let profile = self.cfg.profile_dir(id);
-        let mut browser = match Browser::spawn(&self.exe, &profile, id, &self.instance) {
-            Ok(b) => b,
-            Err(e) => {
-                self.emit(Msg::LaunchFailed {
-                    id,
-                    gen,
-                    error: e.to_string(),
-                })
-                .await;
-                return;
-            }
-        };
-        let open = browser.open_page(self.cfg.wa_web_url.clone());
+        let ua = crate::browser::user_agent_for(&self.exe, self.cfg.user_agent.as_deref()).await;
+        let mut browser =
+            match Browser::spawn(&self.exe, &profile, id, &self.instance, ua.as_deref()) {
+                Ok(b) => b,
+                Err(e) => {
+                    self.emit(Msg::LaunchFailed {
+                        id,
+                        gen,
+                        error: e.to_string(),
+                    })
+                    .await;
+                    return;
+                }
+            };
+        let open = browser.open_page(self.cfg.wa_web_url.clone(), ua);
         let page = tokio::select! {
             r = open => r.map_err(|e| e.to_string()),
             st = browser.wait() => Err(format!("browser exited during launch ({st})")),
-            () = wait_stop(&mut cmds) => Err("stopped during launch".to_owned()),
+            () = wait_stop(&mut stop) => Err("stopped during launch".to_owned()),
         };
         let page = match page {
             Ok(p) => p,
             Err(error) => {
                 self.emit(Msg::LaunchFailed { id, gen, error }).await;
+                cancel_queued(&mut sends, "the browser failed to start");
                 browser.destroy(None).await;
                 return;
             }
@@ -733,7 +1133,11 @@ impl WorkerCtx {
             pid: browser.pid,
         })
         .await;
-        let gone = self.watch(&mut browser, &page, &mut cmds).await;
+        let gone = self.watch(&mut browser, &page, &mut stop, &mut sends).await;
+        cancel_queued(
+            &mut sends,
+            gone.as_deref().unwrap_or("the session was stopped"),
+        );
         if let Some(reason) = gone {
             self.emit(Msg::Exited { id, gen, reason }).await;
         }
@@ -746,7 +1150,8 @@ impl WorkerCtx {
         &self,
         browser: &mut Browser,
         page: &Page,
-        cmds: &mut mpsc::UnboundedReceiver<WorkerCmd>,
+        stop: &mut watch::Receiver<bool>,
+        sends: &mut mpsc::Receiver<SendJob>,
     ) -> Option<String> {
         let (id, gen) = (self.id, self.gen);
         let mut tick = tokio::time::interval(POLL_INTERVAL);
@@ -755,22 +1160,19 @@ impl WorkerCtx {
         let mut failures = 0u32;
         loop {
             tokio::select! {
+                // Stopping goes first: a logout or shutdown never waits behind sends.
+                biased;
+                () = wait_stop(stop) => return None,
                 st = browser.wait() => return Some(format!("browser exited ({st})")),
                 () = page.closed() => return Some("DevTools connection lost".into()),
-                cmd = cmds.recv() => match cmd {
-                    None | Some(WorkerCmd::Stop) => return None,
-                    Some(WorkerCmd::Send { phone, message, reply }) => {
-                        let r = page
-                            .send_message(&self.cfg.wa_web_url, &phone, &message, &self.cfg.send_button_selector, SEND_TIMEOUT)
-                            .await;
-                        let _ = reply.send(match r {
-                            Ok(()) => SendOutcome::Sent,
-                            Err(e) => SendOutcome::Failed(e.to_string()),
-                        });
+                job = sends.recv() => {
+                    let Some(job) = job else { continue };
+                    if let Some(gone) = self.send(page, job, stop).await {
+                        return gone;
                     }
-                },
+                }
                 _ = tick.tick() => {
-                    match tokio::time::timeout(OBSERVE_TIMEOUT, page.observe(&self.cfg.qr_selector, &self.cfg.ready_selector)).await {
+                    match tokio::time::timeout(OBSERVE_TIMEOUT, page.observe(&self.selectors())).await {
                         Ok(Ok(obs)) => {
                             failures = 0;
                             if last.as_ref() != Some(&obs) {
@@ -791,17 +1193,56 @@ impl WorkerCtx {
             }
         }
     }
+
+    /// Runs one send unless its caller left; `Some(None)` when a stop came in
+    /// meanwhile (the send is abandoned and the worker must stop).
+    async fn send(
+        &self,
+        page: &Page,
+        mut job: SendJob,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Option<Option<String>> {
+        let id = self.id;
+        if job.reply.is_closed() {
+            tracing::info!(
+                cliente_id = id,
+                "send skipped: its client went away while queued"
+            );
+            return None;
+        }
+        let r = tokio::select! {
+            biased;
+            () = wait_stop(stop) => {
+                let _ = job.reply.send(SendOutcome::Cancelled("the session was stopped".into()));
+                return Some(None);
+            }
+            () = job.reply.closed() => {
+                tracing::info!(cliente_id = id, "send cancelled: its client went away");
+                return None;
+            }
+            r = page.send_message(
+                &self.cfg.wa_web_url,
+                &job.phone,
+                &job.message,
+                &self.cfg.send_button_selector,
+                SEND_TIMEOUT,
+            ) => r,
+        };
+        let _ = job.reply.send(match r {
+            Ok(()) => SendOutcome::Sent { dry_run: false },
+            Err(e) => SendOutcome::Failed(e.to_string()),
+        });
+        None
+    }
 }
 
-/// Resolves on Stop (or a closed channel); answers sends meanwhile.
-async fn wait_stop(cmds: &mut mpsc::UnboundedReceiver<WorkerCmd>) {
-    loop {
-        match cmds.recv().await {
-            None | Some(WorkerCmd::Stop) => return,
-            Some(WorkerCmd::Send { reply, .. }) => {
-                let _ = reply.send(SendOutcome::NotReady(State::Initializing));
-            }
-        }
+/// Answers every send still queued for a worker that is ending.
+fn cancel_queued(sends: &mut mpsc::Receiver<SendJob>, why: &str) {
+    sends.close();
+    while let Ok(job) = sends.try_recv() {
+        let _ = job
+            .reply
+            .send(SendOutcome::Cancelled(format!("not sent: {why}")));
     }
 }
 
@@ -813,6 +1254,17 @@ mod tests {
         PageObs {
             qr: qr.map(str::to_owned),
             ready,
+            ..PageObs::default()
+        }
+    }
+
+    fn screen(logged_out: bool, banned: bool, disconnected: bool) -> PageObs {
+        PageObs {
+            qr: None,
+            ready: disconnected,
+            logged_out,
+            banned,
+            disconnected,
         }
     }
 
@@ -825,7 +1277,30 @@ mod tests {
             (QrRequired, false, obs(None, false), Authenticated),
             (QrRequired, false, obs(None, true), Ready),
             (Initializing, false, obs(None, true), Ready),
-            (Ready, true, obs(None, false), Ready),
+            (Ready, true, obs(None, false), Reconnecting),
+            (Ready, true, screen(false, false, true), Reconnecting),
+            (Reconnecting, true, screen(false, false, true), Reconnecting),
+            (Reconnecting, true, obs(None, true), Ready),
+            (
+                Reconnecting,
+                true,
+                obs(Some("q"), false),
+                DisconnectedLogout,
+            ),
+            (Ready, true, screen(true, false, false), DisconnectedLogout),
+            (Ready, true, screen(false, true, false), DisconnectedBanned),
+            (
+                QrRequired,
+                false,
+                screen(false, true, false),
+                DisconnectedBanned,
+            ),
+            (
+                Initializing,
+                false,
+                screen(false, false, true),
+                Initializing,
+            ),
             (Ready, true, obs(Some("q"), false), DisconnectedLogout),
             (
                 DisconnectedLogout,
@@ -842,6 +1317,29 @@ mod tests {
     }
 
     #[test]
+    fn backoff_doubles_and_is_capped() {
+        let b = Duration::from_secs(5);
+        assert_eq!(backoff(b, 0), b);
+        assert_eq!(backoff(b, 2), b * 4);
+        assert_eq!(backoff(b, 40), b * 16);
+    }
+
+    #[test]
+    fn linked_markers_are_found_by_id() {
+        let dir = std::env::temp_dir().join(format!("sm-linked-{}", procs::random_hex()));
+        for (name, linked) in [("12", true), ("3", true), ("4", false), ("x", true)] {
+            std::fs::create_dir_all(dir.join(name)).unwrap();
+            if linked {
+                set_linked(&dir.join(name), true);
+            }
+        }
+        assert_eq!(linked_customers(&dir), vec![3, 12]);
+        set_linked(&dir.join("3"), false);
+        assert_eq!(linked_customers(&dir), vec![12]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn status_flags() {
         let mut s = Slot::new();
         s.state = State::QrRequired;
@@ -853,5 +1351,13 @@ mod tests {
         assert!(v.connected && v.can_send_messages && v.qr_code_base64.is_none());
         let j = serde_json::to_value(&v).unwrap();
         assert_eq!(j["state"], "READY");
+        for st in [
+            State::NotInitialized,
+            State::QrRequired,
+            State::DisconnectedBanned,
+            State::Error,
+        ] {
+            assert_eq!(serde_json::to_value(st).unwrap(), st.as_str());
+        }
     }
 }

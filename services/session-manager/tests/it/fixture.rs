@@ -5,6 +5,13 @@
 //! - linked: `<div id="pane-side">`, and on `/send?phone=&text=` also a
 //!   `<span data-icon="send">` whose click POSTs `{phone,text}` to `/api/sent`.
 //!
+//! Other screens, switched by `set_screen`: `stuck` (neither QR nor chats,
+//! a page that never finishes loading), `disconnected` (the "phone not
+//! connected" screen instead of the chats), `logged_out`, `banned`.
+//! `set_send_delay` makes the send button appear late, to keep a send busy.
+//! Every `/api/state` poll records its User-Agent header and what the page's
+//! script sees (`navigator.userAgent`, `navigator.userAgentData.brands`).
+//!
 //! "Linking" is a token: `scan()` creates one, the next browser that polls
 //! without a saved token stores it in localStorage (so it survives a browser
 //! restart on the same profile), and `logout()` drops it, so the page of a
@@ -25,6 +32,10 @@ struct Inner {
     scans: u32,
     served_qrs: Vec<String>,
     sent: Vec<(String, String)>,
+    screen: String,
+    send_delay_ms: u64,
+    user_agents: Vec<String>,
+    send_pages: u32,
 }
 
 #[derive(Clone)]
@@ -47,13 +58,19 @@ document.addEventListener('click', ev => {
 });
 async function tick() {
   let st;
-  try { st = await (await fetch('/api/state', {cache: 'no-store'})).json(); } catch (e) { return; }
+  const who = navigator.userAgent + ' | ' + JSON.stringify(navigator.userAgentData ? navigator.userAgentData.brands : null);
+  try { st = await (await fetch('/api/state?who=' + encodeURIComponent(who), {cache: 'no-store'})).json(); } catch (e) { return; }
+  if (st.screen === 'stuck') { render('<div id="startup">loading</div>'); return; }
+  if (st.screen === 'banned') { render('<div data-testid="banned">This account is not allowed to use WhatsApp</div>'); return; }
+  if (st.screen === 'logged_out') { render('<div data-testid="logged-out">You have been logged out</div>'); return; }
   let saved = localStorage.getItem('tok');
   if (saved && saved !== st.token) { localStorage.removeItem('tok'); saved = null; }
   if (!saved && st.token) { localStorage.setItem('tok', st.token); saved = st.token; }
-  if (saved) {
+  if (saved && st.screen === 'disconnected') {
+    render('<div data-testid="disconnected">Phone not connected</div>');
+  } else if (saved) {
     let html = '<div id="pane-side">chats</div>';
-    if (location.pathname === '/send') html += '<span data-icon="send">send</span>';
+    if (location.pathname === '/send' && performance.now() >= st.send_delay_ms) html += '<span data-icon="send">send</span>';
     render(html);
   } else {
     render('<div data-ref="' + esc(st.qr) + '">scan me</div>');
@@ -74,7 +91,7 @@ impl Fixture {
         };
         let app = Router::new()
             .route("/", get(|| async { Html(PAGE) }))
-            .route("/send", get(|| async { Html(PAGE) }))
+            .route("/send", get(send_page))
             .route("/api/state", get(state))
             .route("/api/sent", post(sent))
             .with_state(fx.clone());
@@ -104,6 +121,26 @@ impl Fixture {
         self.inner.lock().unwrap().token = None;
     }
 
+    /// Switches the page to one screen: normal, stuck, disconnected, logged_out, banned.
+    pub fn set_screen(&self, screen: &str) {
+        self.inner.lock().unwrap().screen = screen.to_owned();
+    }
+
+    /// The send button appears this long after the send page loaded.
+    pub fn set_send_delay(&self, d: std::time::Duration) {
+        self.inner.lock().unwrap().send_delay_ms = d.as_millis() as u64;
+    }
+
+    /// How many times a browser opened the send page.
+    pub fn send_pages(&self) -> u32 {
+        self.inner.lock().unwrap().send_pages
+    }
+
+    /// User-Agent headers seen on `/api/state`.
+    pub fn user_agents(&self) -> Vec<String> {
+        self.inner.lock().unwrap().user_agents.clone()
+    }
+
     pub fn served_qrs(&self) -> Vec<String> {
         self.inner.lock().unwrap().served_qrs.clone()
     }
@@ -113,13 +150,37 @@ impl Fixture {
     }
 }
 
-async fn state(State(fx): State<Fixture>) -> Json<Value> {
+async fn state(
+    State(fx): State<Fixture>,
+    headers: axum::http::HeaderMap,
+    axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> Json<Value> {
     let qr = fx.current_qr();
     let mut i = fx.inner.lock().unwrap();
     if !i.served_qrs.contains(&qr) {
         i.served_qrs.push(qr.clone());
     }
-    Json(json!({ "qr": qr, "token": i.token }))
+    let ua = headers
+        .get("user-agent")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    // The header, then what the page's script sees (navigator.userAgent | brands).
+    let ua = format!(
+        "{ua} || {}",
+        q.get("who").map(String::as_str).unwrap_or("-")
+    );
+    if !i.user_agents.contains(&ua) {
+        i.user_agents.push(ua);
+    }
+    Json(
+        json!({ "qr": qr, "token": i.token, "screen": i.screen, "send_delay_ms": i.send_delay_ms }),
+    )
+}
+
+async fn send_page(State(fx): State<Fixture>) -> Html<&'static str> {
+    fx.inner.lock().unwrap().send_pages += 1;
+    Html(PAGE)
 }
 
 async fn sent(State(fx): State<Fixture>, Json(v): Json<Value>) -> Json<Value> {

@@ -117,6 +117,27 @@ pub async fn http(
     (status, serde_json::from_str(body).unwrap_or(Value::Null))
 }
 
+/// Writes one request and returns the open connection without reading the
+/// answer; dropping it is a client that went away.
+pub async fn http_abandon(
+    port: u16,
+    method: &str,
+    path: &str,
+    cliente: &str,
+    body: &str,
+) -> tokio::net::TcpStream {
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Cliente-Id: {cliente}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    s
+}
+
 /// Per-test world: temp dir, tag, tokens dir; kills leftovers on drop.
 pub struct TestEnv {
     pub dir: tempfile::TempDir,
@@ -211,6 +232,21 @@ pub struct Service {
 
 impl Service {
     pub fn start(env: &TestEnv, extra: &[(&str, &str)]) -> Service {
+        Self::start_with(env, extra, None, None)
+    }
+
+    /// `start` with RLIMIT_NOFILE (soft and hard) set to `nofile` when given.
+    pub fn start_limited(env: &TestEnv, extra: &[(&str, &str)], nofile: Option<u64>) -> Service {
+        Self::start_with(env, extra, nofile, None)
+    }
+
+    /// `start` as user and group `uid` (no supplementary groups) when given.
+    pub fn start_with(
+        env: &TestEnv,
+        extra: &[(&str, &str)],
+        nofile: Option<u64>,
+        uid: Option<u32>,
+    ) -> Service {
         let port = free_port();
         let log = env.dir.path().join(format!("service-{port}.log"));
         let out = std::fs::File::create(&log).unwrap();
@@ -226,6 +262,26 @@ impl Service {
             .stderr(out);
         for (k, v) in extra {
             cmd.env(k, v);
+        }
+        if let Some(n) = nofile {
+            // SAFETY: setrlimit is async-signal-safe.
+            unsafe {
+                std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+                    let lim = libc::rlimit {
+                        rlim_cur: n,
+                        rlim_max: n,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        if let Some(id) = uid {
+            use std::os::unix::process::CommandExt as _;
+            // std clears the supplementary groups when root drops to a uid.
+            cmd.uid(id).gid(id);
         }
         let child = cmd.spawn().unwrap();
         Service { child, port, log }

@@ -6,6 +6,7 @@
 
 mod fixture;
 mod harness;
+mod issue17;
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -81,7 +82,7 @@ fn bad_cliente_id_is_400_and_status_launches_nothing() {
         let (_, h) = svc.req("GET", "/health", None, None).await;
         assert_eq!(
             h,
-            serde_json::json!({"status":"ok","service":"session-manager","sessions":0})
+            serde_json::json!({"status":"ok","service":"session-manager","sessions":0,"records":0,"sessions_by_state":{},"dry_run":false})
         );
         assert!(
             !env.tokens().join("9").exists(),
@@ -117,7 +118,10 @@ fn failed_init_is_500_with_retry_and_retry_is_allowed() {
         let env = TestEnv::new("failinit");
         // Nothing listens on a just-freed port: navigation fails.
         let dead = format!("http://127.0.0.1:{}", free_port());
-        let mut svc = Service::start(&env, &[("WA_WEB_URL", &dead)]).ready().await;
+        // A long grace keeps the ERROR record readable for the checks below.
+        let mut svc = Service::start(&env, &[("WA_WEB_URL", &dead), ("SESSION_GRACE", "60s")])
+            .ready()
+            .await;
         for attempt in 0..2 {
             let (s, v) = svc.req("POST", "/init", Some("5"), None).await;
             assert_eq!(
@@ -231,7 +235,7 @@ fn concurrent_init_launches_exactly_one_browser() {
                 && (v["action"] == "INITIALIZING" || v["action"] == "NO_ACTION_NEEDED"))
                 || (*s == 409
                     && v["code"] == "INITIALIZATION_IN_PROGRESS"
-                    && v["retry_after_seconds"].as_u64().is_some());
+                    && v["retry_after_seconds"] == 5);
             assert!(ok, "unexpected answer {s} {v}");
         }
         svc.wait_state(1, "QR_REQUIRED", LAUNCH).await;
@@ -321,6 +325,16 @@ fn qr_then_scan_then_send_then_logout() {
         assert_eq!(st["connected"], true);
         assert_eq!(st["can_send_messages"], true);
         assert!(st.get("qr_code_base64").is_none());
+        // The page saw a normal desktop browser, never "HeadlessChrome".
+        let uas = fx.user_agents();
+        assert!(!uas.is_empty());
+        for ua in &uas {
+            assert!(
+                ua.matches("Chrome/").count() == 2 && !ua.contains("Headless"),
+                "user agent (header || navigator) {ua:?}"
+            );
+            assert!(ua.contains(r#""brand":"Chromium""#), "{ua:?}");
+        }
 
         let (s, v) = svc.req("POST", "/send", Some("7"), Some(body)).await;
         assert_eq!(s, 200, "{v}");
@@ -369,24 +383,34 @@ fn qr_then_scan_then_send_then_logout() {
         assert!(t0.elapsed() < Duration::from_secs(12));
         env.assert_clean_except(svc.child.id(), Duration::from_secs(5))
             .await;
-        // The status stays readable after the browser is gone.
-        assert_eq!(svc.status(7).await["state"], "DISCONNECTED_LOGOUT");
+        // The terminal record is dropped with its browser.
         wait_for(
-            "/health to count 0 sessions",
+            "/health to count 0 sessions and 0 records",
             Duration::from_secs(5),
             || async {
                 let (_, h) = svc.req("GET", "/health", None, None).await;
-                (h["sessions"] == 0).then_some(())
+                (h["sessions"] == 0 && h["records"] == 0).then_some(())
             },
         )
         .await;
+        assert_eq!(svc.status(7).await["state"], "NOT_INITIALIZED");
 
-        // POST /logout deletes the profile.
+        // POST /logout deletes the profile (kept, but no longer marked linked).
         assert!(profile.exists());
+        assert!(!profile.join(".session-manager-linked").exists());
         let (s, v) = svc.req("POST", "/logout", Some("7"), None).await;
-        assert_eq!(s, 200, "{v}");
+        assert_eq!((s, v["action"].as_str()), (200, Some("LOGGED_OUT")), "{v}");
         assert!(!profile.exists(), "profile not deleted");
         assert_eq!(svc.status(7).await["state"], "NOT_INITIALIZED");
+        wait_for(
+            "the logout record dropped",
+            Duration::from_secs(5),
+            || async {
+                let (_, h) = svc.req("GET", "/health", None, None).await;
+                (h["records"] == 0).then_some(())
+            },
+        )
+        .await;
 
         svc.stop_cleanly(&env).await;
     });
@@ -400,7 +424,8 @@ fn killed_browser_is_error_leaves_nothing_and_init_recovers() {
     run(|| async {
         let env = TestEnv::new("crash");
         let fx = Fixture::start().await;
-        let mut svc = Service::start(&env, &[("WA_WEB_URL", &fx.url)])
+        // The ERROR record must outlive the checks below (it is dropped after the grace).
+        let mut svc = Service::start(&env, &[("WA_WEB_URL", &fx.url), ("SESSION_GRACE", "60s")])
             .ready()
             .await;
         let (s, _) = svc.req("POST", "/init", Some("4"), None).await;
@@ -455,8 +480,10 @@ fn killed_browser_is_error_leaves_nothing_and_init_recovers() {
     });
 }
 
+/// Issue 17: a restart (e.g. a `max_memory` restart by the supervisor) brings
+/// a linked customer back to READY with nobody calling /init.
 #[test]
-fn linked_customer_survives_a_restart_without_new_qr() {
+fn linked_customer_is_ready_again_after_a_restart_without_init() {
     if !chromium_or_skip("restart") {
         return;
     }
@@ -472,11 +499,12 @@ fn linked_customer_survives_a_restart_without_new_qr() {
         svc.wait_state(11, "READY", Duration::from_secs(20)).await;
         svc.stop_cleanly(&env).await;
 
+        assert!(env.tokens().join("11/.session-manager-linked").is_file());
+        // A profile without the marker (never linked) is not reopened.
+        std::fs::create_dir_all(env.tokens().join("12")).unwrap();
         let mut svc = Service::start(&env, &[("WA_WEB_URL", &fx.url)])
             .ready()
             .await;
-        let (s, v) = svc.req("POST", "/init", Some("11"), None).await;
-        assert_eq!(s, 200, "{v}");
         let mut seen: Vec<String> = Vec::new();
         let deadline = Instant::now() + LAUNCH;
         loop {
@@ -498,6 +526,9 @@ fn linked_customer_survives_a_restart_without_new_qr() {
             !seen.iter().any(|s| s == "QR_REQUIRED"),
             "a new QR was needed: {seen:?}"
         );
+        assert_eq!(svc.status(12).await["state"], "NOT_INITIALIZED");
+        let (_, h) = svc.req("GET", "/health", None, None).await;
+        assert_eq!(h["sessions"], 1, "{h}");
 
         svc.stop_cleanly(&env).await;
     });
