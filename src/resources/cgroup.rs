@@ -62,6 +62,26 @@ pub fn memory_bytes(dir: &Path) -> Option<u64> {
         .ok()
 }
 
+/// Kills the cgroup and waits (bounded) until it is empty. Blocking: off the actor.
+pub fn kill_and_wait(dir: &Path, timeout: std::time::Duration) {
+    kill(dir);
+    let deadline = std::time::Instant::now() + timeout;
+    while populated(dir) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+/// Makes a killed, empty cgroup new again. Some kernels (seen on 6.18) remember a
+/// `cgroup.kill` in the cgroup and SIGKILL every later child that `clone3` puts straight
+/// into it (`CLONE_INTO_CGROUP`); a removed and re-created cgroup starts clean.
+pub fn renew(dir: &Path) -> bool {
+    if populated(dir) {
+        return false;
+    }
+    let _ = std::fs::remove_dir(dir);
+    std::fs::create_dir_all(dir).is_ok() && dir.join("cgroup.procs").exists()
+}
+
 pub fn populated(dir: &Path) -> bool {
     std::fs::read_to_string(dir.join("cgroup.events"))
         .map(|t| t.lines().any(|l| l.trim() == "populated 1"))

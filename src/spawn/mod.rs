@@ -2,6 +2,7 @@
 //! finding and killing their whole tree afterwards. Never kills by name: only pids and pgids
 //! it recorded, or processes carrying our markers.
 
+pub mod fork;
 pub mod kill;
 pub mod reaper;
 pub mod tree;
@@ -18,9 +19,16 @@ use crate::config::{EnvSource, EnvVar, ServiceSpec};
 pub const MARKER_SERVICE: &str = "LM_SERVICE";
 pub const MARKER_INSTANCE: &str = "LM_SUPERVISOR";
 
+pub type Output = Box<dyn tokio::io::AsyncRead + Unpin + Send>;
+pub type ExitFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = crate::control::proto::ExitInfo> + Send>>;
+
 pub struct Spawned {
-    pub child: tokio::process::Child,
     pub pid: i32,
+    pub stdout: Option<Output>,
+    pub stderr: Option<Output>,
+    /// Resolves (and reaps) when the process exits.
+    pub exit: ExitFuture,
     /// The exact environment the process got, with sources, for `lmctl env`.
     pub env: BTreeMap<String, EnvVar>,
     /// Why the child may not have joined its cgroup, when known on this side.
@@ -77,6 +85,43 @@ pub fn spawn(spec: &ServiceSpec, extras: &SpawnExtras<'_>) -> Result<Spawned, St
             spec.name
         ));
     }
+    let skip_join = failpoint("cgroup-join");
+    let cgroup = extras.cgroup.filter(|_| !skip_join);
+    if fork::supported() {
+        let plan = fork::Plan::new(
+            &spec.command,
+            &spec.args,
+            env.iter().map(|(k, v)| (k.as_str(), v.value.as_str())),
+            &spec.cwd,
+        )
+        .map_err(|e| format!("cannot execute {:?}: {e}", spec.command))?;
+        let cg_fd = cgroup.and_then(open_dir);
+        match fork::spawn(&plan, cg_fd.as_ref()) {
+            Ok(child) => {
+                let pid = child.pid;
+                let out = tokio::net::unix::pipe::Receiver::from_owned_fd(child.stdout)
+                    .map(|r| Box::new(r) as Output)
+                    .ok();
+                let err = tokio::net::unix::pipe::Receiver::from_owned_fd(child.stderr)
+                    .map(|r| Box::new(r) as Output)
+                    .ok();
+                let pidfd = child.pidfd;
+                return Ok(Spawned {
+                    pid,
+                    stdout: out,
+                    stderr: err,
+                    exit: Box::pin(fork::wait(pidfd)),
+                    env,
+                    cgroup_error: child.cgroup_error.or_else(|| {
+                        skip_join.then(|| "skipped by the cgroup-join failpoint".to_string())
+                    }),
+                });
+            }
+            Err(e) if fork::supported() => return Err(exec_error(spec, &e)),
+            // clone3 is not available here: the portable path below.
+            Err(_) => {}
+        }
+    }
     let mut cmd = tokio::process::Command::new(&spec.command);
     cmd.args(&spec.args)
         .env_clear()
@@ -86,8 +131,7 @@ pub fn spawn(spec: &ServiceSpec, extras: &SpawnExtras<'_>) -> Result<Spawned, St
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(false);
-    let skip_join = failpoint("cgroup-join");
-    let cgroup_procs = extras.cgroup.filter(|_| !skip_join).map(|c| {
+    let cgroup_procs = cgroup.map(|c| {
         let mut p = c.join("cgroup.procs").into_os_string().into_encoded_bytes();
         p.push(0);
         p
@@ -125,26 +169,51 @@ pub fn spawn(spec: &ServiceSpec, extras: &SpawnExtras<'_>) -> Result<Spawned, St
             Ok(())
         });
     }
-    let child = cmd.spawn().map_err(|e| {
-        let hint = match e.kind() {
-            io::ErrorKind::NotFound => {
-                "check `command` (a bare name is looked up in the child's PATH)"
-            }
-            io::ErrorKind::PermissionDenied => {
-                "make the file executable (chmod +x) or fix `command`"
-            }
-            _ => "check `command` and `cwd`",
-        };
-        format!("cannot execute {:?}: {e}; {hint}", spec.command)
-    })?;
+    let mut child = cmd.spawn().map_err(|e| exec_error(spec, &e))?;
     let pid = child
         .id()
         .map(|p| p as i32)
         .ok_or("the child exited before its pid was known")?;
+    let stdout = child.stdout.take().map(|r| Box::new(r) as Output);
+    let stderr = child.stderr.take().map(|r| Box::new(r) as Output);
     Ok(Spawned {
-        child,
         pid,
+        stdout,
+        stderr,
+        exit: Box::pin(async move {
+            use std::os::unix::process::ExitStatusExt;
+            match child.wait().await {
+                Ok(st) => crate::control::proto::ExitInfo {
+                    code: st.code(),
+                    signal: st.signal(),
+                },
+                Err(_) => crate::control::proto::ExitInfo {
+                    code: None,
+                    signal: None,
+                },
+            }
+        }),
         env,
         cgroup_error: skip_join.then(|| "skipped by the cgroup-join failpoint".to_string()),
     })
+}
+
+fn exec_error(spec: &ServiceSpec, e: &io::Error) -> String {
+    let hint = match e.kind() {
+        io::ErrorKind::NotFound => "check `command` (a bare name is looked up in the child's PATH)",
+        io::ErrorKind::PermissionDenied => "make the file executable (chmod +x) or fix `command`",
+        _ => "check `command` and `cwd`",
+    };
+    format!("cannot execute {:?}: {e}; {hint}", spec.command)
+}
+
+/// The cgroup directory as an fd for `CLONE_INTO_CGROUP`.
+fn open_dir(dir: &Path) -> Option<std::os::fd::OwnedFd> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(dir)
+        .ok()
+        .map(std::os::fd::OwnedFd::from)
 }

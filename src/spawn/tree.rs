@@ -253,6 +253,18 @@ pub fn members(snap: &Snapshot, key: &TreeKey<'_>, markers: &mut MarkerCache) ->
     )
 }
 
+/// Now, in the unit of a process's start time (`/proc/PID/stat` field 22): clock ticks
+/// since boot. None when `/proc/uptime` cannot be read.
+pub fn ticks_since_boot() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/uptime").ok()?;
+    let secs: f64 = text.split_whitespace().next()?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let hz = if hz > 0 { hz as f64 } else { 100.0 };
+    // Rounded up: a process started in this tick counts as born before.
+    Some((secs * hz).ceil() as u64 + 1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -276,3 +288,4 @@ mod tests {
         assert!(snap.descendants(&[1], &children).contains(&me) || snap.procs.contains_key(&1));
     }
 }
+

@@ -5,6 +5,8 @@
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
@@ -36,6 +38,8 @@ pub(super) struct Exec {
     /// Sessions of recent runs: leftovers keep them after the leader died.
     pub(super) sessions: Vec<i32>,
     pub(super) history: History,
+    /// A `cgroup.kill` went to its cgroup since it was made (see `cgroup::renew`).
+    pub(super) cgroup_killed: Arc<AtomicBool>,
 }
 
 impl Exec {

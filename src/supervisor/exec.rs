@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,7 +16,7 @@ use super::event::{Event, EventKind};
 use super::machine::Input;
 use super::{Msg, ProbeKind};
 use crate::config::{self, Config, ServiceSpec};
-use crate::control::proto::{ErrorCode, ExitInfo, Response, TreeKind};
+use crate::control::proto::{ErrorCode, Response, TreeKind};
 use crate::logs::{pump, Stream};
 use crate::probe;
 use crate::resources::{self, cgroup};
@@ -87,6 +88,11 @@ impl Actor {
         if let Some(root) = root {
             // Re-created when missing: someone may have removed an empty cgroup.
             e.cgroup = cgroup::service_dir(&root, name);
+            if e.cgroup_killed.swap(false, Ordering::Relaxed) {
+                if let Some(dir) = &e.cgroup {
+                    cgroup::renew(dir);
+                }
+            }
         }
         let notify = spec.ready.as_ref().is_some_and(|r| r.notify);
         let extras = spawn::SpawnExtras {
@@ -129,25 +135,8 @@ impl Actor {
             e.sessions.remove(0);
         }
         let start_ticks = tree::read_proc(sp.pid).map(|p| p.start_time).unwrap_or(0);
-        let mut child = sp.child;
         let svc_name: Arc<str> = name.into();
-        let readers: [(Stream, Option<Box<dyn tokio::io::AsyncRead + Unpin + Send>>); 2] = [
-            (
-                Stream::Out,
-                child
-                    .stdout
-                    .take()
-                    .map(|r| Box::new(r) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
-            ),
-            (
-                Stream::Err,
-                child
-                    .stderr
-                    .take()
-                    .map(|r| Box::new(r) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
-            ),
-        ];
-        for (stream, reader) in readers {
+        for (stream, reader) in [(Stream::Out, sp.stdout), (Stream::Err, sp.stderr)] {
             let Some(reader) = reader else { continue };
             let tx = self.tx.clone();
             let service = name.to_string();
@@ -167,20 +156,9 @@ impl Actor {
         }
         let tx = self.tx.clone();
         let service = name.to_string();
+        let exit = sp.exit;
         tokio::spawn(async move {
-            let exit = match child.wait().await {
-                Ok(st) => {
-                    use std::os::unix::process::ExitStatusExt;
-                    ExitInfo {
-                        code: st.code(),
-                        signal: st.signal(),
-                    }
-                }
-                Err(_) => ExitInfo {
-                    code: None,
-                    signal: None,
-                },
-            };
+            let exit = exit.await;
             let _ = tx.send(Msg::Exited { service, run, exit });
         });
         Input::Spawned {
@@ -251,13 +229,19 @@ impl Actor {
         let cg = e.tree_cgroup();
         if let Some(cg) = &cg {
             cgroup::kill(cg);
+            e.cgroup_killed.store(true, Ordering::Relaxed);
         }
         let (service, prefix, sessions) =
             (name.to_string(), self.prefix.clone(), e.sessions.clone());
+        // The scan runs later, off the actor: by then a new run may have started in the
+        // same cgroup and session list. Only what existed now is this tree.
+        let born_before = tree::ticks_since_boot();
         tokio::task::spawn_blocking(move || {
             let snap = tree::Snapshot::take();
             for p in resources::leftovers(&snap, &service, &prefix, &sessions, cg.as_deref()) {
-                kill::signal_checked(p.pid, p.start_time, Signal::SIGKILL);
+                if born_before.is_some_and(|t| p.start_time <= t) {
+                    kill::signal_checked(p.pid, p.start_time, Signal::SIGKILL);
+                }
             }
         });
     }
@@ -275,6 +259,7 @@ impl Actor {
         let sessions = std::mem::take(&mut e.sessions);
         let prefix = self.prefix.clone();
         let tx = self.tx.clone();
+        let killed_flag = e.cgroup_killed.clone();
         tokio::task::spawn_blocking(move || {
             let left = resources::leftovers_now(&service, &prefix, &sessions, cg.as_deref());
             let killed = if left.is_empty() {
@@ -284,7 +269,8 @@ impl Actor {
             };
             if let Some(cg) = cg {
                 if cgroup::populated(&cg) {
-                    cgroup::kill(&cg);
+                    cgroup::kill_and_wait(&cg, Duration::from_secs(2));
+                    killed_flag.store(true, Ordering::Relaxed);
                 }
             }
             let killed = killed.iter().map(|(p, c)| format!("{p} ({c})")).collect();
@@ -418,7 +404,8 @@ impl Actor {
             for (svc, dir) in stale_cgroups {
                 if cgroup::populated(&dir) {
                     let pids = cgroup::procs(&dir);
-                    cgroup::kill(&dir);
+                    cgroup::kill_and_wait(&dir, Duration::from_secs(2));
+                    cgroup::renew(&dir);
                     events.push(Event::of(
                         &svc,
                         EventKind::CgroupReaped {

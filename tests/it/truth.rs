@@ -64,6 +64,11 @@ fn stop_waits_until_a_stubborn_tree_is_gone_and_says_sigkill_was_needed() {
     assert!(!out.contains("already"), "{out}");
     let again = d.pid("stubborn").expect("a new pid");
     assert_ne!(again, pid);
+    if d.merged_log().contains("a cgroup per service") {
+        // A cgroup that was killed is renewed: the new run is in it, not killed by it.
+        assert_eq!(d.svc("stubborn")["tree"], "cgroup");
+        assert!(alive(again));
+    }
     // --no-wait returns at once, while the tree is still being stopped.
     let t0 = Instant::now();
     let out = d.ok(&["stop", "stubborn", "--no-wait"]);

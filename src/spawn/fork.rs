@@ -1,0 +1,345 @@
+//! Our own fork/exec: `clone3(CLONE_PIDFD | CLONE_INTO_CGROUP)` puts the child straight
+//! into its service's cgroup (no migration after fork, which costs an RCU grace period per
+//! spawn) and hands us a pidfd, which becomes readable when the child exits. Everything the
+//! child needs is prepared before the clone; between clone and exec the child makes only
+//! async-signal-safe system calls and allocates nothing.
+
+use std::ffi::{CString, OsStr};
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio::io::unix::AsyncFd;
+
+use crate::control::proto::ExitInfo;
+
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+const P_PIDFD: libc::idtype_t = 3;
+
+/// `struct clone_args` of linux/sched.h (version 2, with `cgroup`).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// Set once clone3 proved unusable here (old kernel, seccomp): use the portable path.
+static UNSUPPORTED: AtomicBool = AtomicBool::new(false);
+
+pub fn supported() -> bool {
+    !UNSUPPORTED.load(Ordering::Relaxed)
+}
+
+/// A child we forked: its pid, a pidfd for its exit, and the read ends of its output.
+pub struct ForkedChild {
+    pub pid: i32,
+    pub pidfd: OwnedFd,
+    pub stdout: OwnedFd,
+    pub stderr: OwnedFd,
+    /// The child is in the requested cgroup (false: it was asked for and refused).
+    pub in_cgroup: bool,
+    pub cgroup_error: Option<String>,
+}
+
+/// What the child must do, prepared in the parent (no allocation after the clone).
+pub struct Plan {
+    /// Paths to try with execve, in order (the PATH search is done here).
+    candidates: Vec<CString>,
+    argv: Vec<CString>,
+    envp: Vec<CString>,
+    cwd: CString,
+}
+
+fn cstr(b: &[u8]) -> io::Result<CString> {
+    CString::new(b).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "a NUL byte in an argument or variable",
+        )
+    })
+}
+
+impl Plan {
+    /// `command` as in the config: with a `/` it is a path (relative to `cwd`), else it is
+    /// looked up in the child's own `PATH`.
+    pub fn new<'a>(
+        command: &str,
+        args: &[String],
+        env: impl Iterator<Item = (&'a str, &'a str)>,
+        cwd: &Path,
+    ) -> io::Result<Plan> {
+        let mut envp = Vec::new();
+        let mut path_var = None;
+        for (k, v) in env {
+            if k == "PATH" {
+                path_var = Some(v.to_string());
+            }
+            envp.push(cstr(format!("{k}={v}").as_bytes())?);
+        }
+        let candidates = if command.contains('/') {
+            vec![cstr(command.as_bytes())?]
+        } else {
+            let path = path_var.unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+            path.split(':')
+                .filter(|d| !d.is_empty())
+                .map(|d| cstr(Path::new(d).join(command).as_os_str().as_bytes()))
+                .collect::<io::Result<Vec<_>>>()?
+        };
+        let mut argv = vec![cstr(command.as_bytes())?];
+        for a in args {
+            argv.push(cstr(a.as_bytes())?);
+        }
+        Ok(Plan {
+            candidates,
+            argv,
+            envp,
+            cwd: cstr(OsStr::as_bytes(cwd.as_os_str()))?,
+        })
+    }
+}
+
+fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: pipe2 writes two fresh descriptors into the array on success.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: both are fresh descriptors we own.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Forks and execs per `plan`, in a new session, into `cgroup` (an open directory fd of
+/// the service's cgroup) when given. Errors of exec come back through a CLOEXEC pipe, so
+/// "cannot execute" is reported here, not as an exit.
+pub fn spawn(plan: &Plan, cgroup: Option<&OwnedFd>) -> io::Result<ForkedChild> {
+    match clone_exec(plan, cgroup) {
+        Err(e) if cgroup.is_some() && cgroup_refused(&e) => {
+            // The cgroup refused the child (removed, or a threaded/busy cgroup): run it
+            // outside and say so; the caller tracks this run by group and markers.
+            let mut child = clone_exec(plan, None)?;
+            child.in_cgroup = false;
+            child.cgroup_error = Some(format!("clone3 into the cgroup failed: {e}"));
+            Ok(child)
+        }
+        other => other,
+    }
+}
+
+fn cgroup_refused(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(
+            libc::EBUSY
+                | libc::EOPNOTSUPP
+                | libc::ENOENT
+                | libc::EACCES
+                | libc::EPERM
+                | libc::EBADF
+        )
+    )
+}
+
+fn clone_exec(plan: &Plan, cgroup: Option<&OwnedFd>) -> io::Result<ForkedChild> {
+    let (out_r, out_w) = pipe()?;
+    let (err_r, err_w) = pipe()?;
+    let (rep_r, rep_w) = pipe()?;
+    // SAFETY: open with a static NUL-terminated path.
+    let devnull = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    if devnull < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor we own.
+    let devnull = unsafe { OwnedFd::from_raw_fd(devnull) };
+
+    let mut argv: Vec<*const libc::c_char> = plan.argv.iter().map(|a| a.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    let mut envp: Vec<*const libc::c_char> = plan.envp.iter().map(|a| a.as_ptr()).collect();
+    envp.push(std::ptr::null());
+    let candidates: Vec<*const libc::c_char> = plan.candidates.iter().map(|c| c.as_ptr()).collect();
+
+    let mut pidfd: RawFd = -1;
+    let mut args = CloneArgs {
+        flags: libc::CLONE_PIDFD as u64,
+        pidfd: &mut pidfd as *mut RawFd as u64,
+        exit_signal: libc::SIGCHLD as u64,
+        ..CloneArgs::default()
+    };
+    if let Some(cg) = cgroup {
+        args.flags |= CLONE_INTO_CGROUP;
+        args.cgroup = cg.as_raw_fd() as u64;
+    }
+    let fds = [
+        devnull.as_raw_fd(),
+        out_w.as_raw_fd(),
+        err_w.as_raw_fd(),
+        rep_w.as_raw_fd(),
+    ];
+    // SAFETY: clone3 with no stack behaves like fork. The child branch below only makes
+    // async-signal-safe system calls on data prepared above, then execs or _exits.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &mut args as *mut CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    if ret == 0 {
+        // SAFETY: in the child; see above.
+        unsafe { child_exec(&fds, &plan.cwd, &candidates, &argv, &envp) }
+    }
+    if ret < 0 {
+        let e = io::Error::last_os_error();
+        if cgroup.is_none()
+            && matches!(
+                e.raw_os_error(),
+                Some(libc::ENOSYS | libc::E2BIG | libc::EINVAL)
+            )
+        {
+            UNSUPPORTED.store(true, Ordering::Relaxed);
+        }
+        return Err(e);
+    }
+    let pid = ret as i32;
+    // SAFETY: CLONE_PIDFD stored a fresh descriptor we own.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+    drop((out_w, err_w, rep_w, devnull));
+    // The report pipe closes on exec (CLOEXEC): no bytes means exec succeeded.
+    let mut buf = [0u8; 4];
+    let n = loop {
+        // SAFETY: reading into a local buffer from a descriptor we own.
+        let n = unsafe { libc::read(rep_r.as_raw_fd(), buf.as_mut_ptr().cast(), 4) };
+        if n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+            continue;
+        }
+        break n;
+    };
+    if n == 4 {
+        let errno = i32::from_ne_bytes(buf);
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: reap the child that failed to exec, through its pidfd.
+        unsafe {
+            libc::waitid(
+                P_PIDFD,
+                pidfd.as_raw_fd() as libc::id_t,
+                &mut info,
+                libc::WEXITED,
+            )
+        };
+        return Err(io::Error::from_raw_os_error(errno));
+    }
+    Ok(ForkedChild {
+        pid,
+        pidfd,
+        stdout: out_r,
+        stderr: err_r,
+        in_cgroup: cgroup.is_some(),
+        cgroup_error: None,
+    })
+}
+
+/// The child between clone and exec. Never returns.
+unsafe fn child_exec(
+    fds: &[RawFd; 4],
+    cwd: &CString,
+    candidates: &[*const libc::c_char],
+    argv: &[*const libc::c_char],
+    envp: &[*const libc::c_char],
+) -> ! {
+    let report = |errno: i32| -> ! {
+        let b = errno.to_ne_bytes();
+        libc::write(fds[3], b.as_ptr().cast(), 4);
+        libc::_exit(127);
+    };
+    if libc::setsid() < 0 {
+        report(*libc::__errno_location());
+    }
+    let mut empty: libc::sigset_t = std::mem::zeroed();
+    libc::sigemptyset(&mut empty);
+    libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+    // Rust ignores SIGPIPE and the runtime may have installed handlers: an ignored signal
+    // stays ignored across exec, so every disposition goes back to its default.
+    for sig in 1..32 {
+        if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+            libc::signal(sig, libc::SIG_DFL);
+        }
+    }
+    for (target, fd) in [(0, fds[0]), (1, fds[1]), (2, fds[2])] {
+        if libc::dup2(fd, target) < 0 {
+            report(*libc::__errno_location());
+        }
+    }
+    if libc::chdir(cwd.as_ptr()) < 0 {
+        report(*libc::__errno_location());
+    }
+    let mut last = libc::ENOENT;
+    for c in candidates {
+        libc::execve(*c, argv.as_ptr(), envp.as_ptr());
+        let e = *libc::__errno_location();
+        // Like execvp: a missing file tries the next PATH entry; anything else is kept.
+        if e != libc::ENOENT && e != libc::ENOTDIR {
+            last = e;
+        }
+    }
+    report(last)
+}
+
+/// Waits (asynchronously) for the child to exit and reaps it.
+pub async fn wait(pidfd: OwnedFd) -> ExitInfo {
+    let unknown = ExitInfo {
+        code: None,
+        signal: None,
+    };
+    // SAFETY: an OwnedFd stays open and refers to the same pidfd while the AsyncFd
+    // owns it.
+    let Ok(fd) = (unsafe { AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE) })
+    else {
+        return unknown;
+    };
+    loop {
+        let Ok(mut guard) = fd.readable().await else {
+            return unknown;
+        };
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: waitid on our pidfd into a local siginfo.
+        let r = unsafe {
+            libc::waitid(
+                P_PIDFD,
+                fd.get_ref().as_raw_fd() as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOHANG,
+            )
+        };
+        if r < 0 {
+            return unknown;
+        }
+        // SAFETY: si_pid/si_status are valid for SIGCHLD-class siginfo from waitid.
+        let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
+        if pid == 0 {
+            // Readable but not yet waitable: wait for the next readiness.
+            guard.clear_ready();
+            continue;
+        }
+        return match info.si_code {
+            libc::CLD_EXITED => ExitInfo {
+                code: Some(status),
+                signal: None,
+            },
+            _ => ExitInfo {
+                code: None,
+                signal: Some(status),
+            },
+        };
+    }
+}
