@@ -29,6 +29,9 @@ pub struct Services {
     pub shutting_down: bool,
     /// READY=1 went to our own manager (reset by a reload).
     pub ready_sent: bool,
+    /// `Boot` happened: before it (while an earlier daemon's leftovers are reaped)
+    /// nothing has been asked to start, so nothing has settled either.
+    pub booted: bool,
     next_token: u64,
 }
 
@@ -44,6 +47,7 @@ impl Services {
             svcs,
             shutting_down: false,
             ready_sent: false,
+            booted: false,
             next_token: 0,
         }
     }
@@ -183,6 +187,7 @@ impl Machine<'_> {
     pub(super) fn handle(&mut self, input: Input) {
         match input {
             Input::Boot => {
+                self.s.booted = true;
                 for name in self.s.config.start_order.clone() {
                     if self.s.svcs.get(&name).is_some_and(|s| s.spec.autostart) {
                         self.start(&name, true);
@@ -541,7 +546,7 @@ impl Machine<'_> {
             .filter(|s| matches!(s.state(), State::Failed))
             .count();
         let status = format!("{up}/{total} services ready, {failed} failed");
-        if !self.s.ready_sent && !self.s.shutting_down {
+        if !self.s.ready_sent && !self.s.shutting_down && self.s.booted {
             let settled = self.s.svcs.values().filter(|s| s.spec.autostart).all(|s| {
                 s.state().is_ready()
                     || matches!(s.state(), State::Failed | State::Exited | State::Stopped)

@@ -604,6 +604,23 @@ fn a_dependant_waits_for_its_dependency_to_be_ready() {
 }
 
 #[test]
+fn nothing_is_settled_before_boot() {
+    // While an earlier daemon's leftovers are reaped, a sample or a log drop may arrive:
+    // every service is still `stopped`, which must not read as "settled".
+    let mut w = World::new(CHAIN);
+    w.feed(Input::LogDropped {
+        service: "db".into(),
+        count: 1,
+    });
+    assert!(!w.s.ready_sent, "READY=1 before anything was started");
+    w.feed(Input::Boot);
+    assert!(!w.s.ready_sent);
+    w.notify("db", "READY", "1");
+    w.fire("web");
+    assert!(w.s.ready_sent);
+}
+
+#[test]
 fn a_dependant_of_a_dependency_that_gave_up_is_settled() {
     let mut w = World::boot(&CHAIN.replace(
         "ready = { notify = true }",
