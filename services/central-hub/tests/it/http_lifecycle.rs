@@ -10,10 +10,32 @@ use nix::sys::signal::Signal;
 use serde_json::json;
 
 use crate::harness::{
-    admin_token, call, customer_token, dead_url, free_port, hub_command, wait_until,
+    admin_token, call, customer_token, dead_url, free_port, hub_command, wait_until, ChildGuard,
     FakeSessionManager, Hub, HubOpts,
 };
 use crate::mariadb::MariaDb;
+
+/// Runs `cmd` to its exit, bounded: a hub that starts instead of refusing is killed
+/// (by the guard, by PID) after 10 s rather than hanging the test.
+fn exit_of(cmd: &mut std::process::Command) -> std::process::Output {
+    let out_path = tempfile::NamedTempFile::new().unwrap();
+    let err_path = tempfile::NamedTempFile::new().unwrap();
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(out_path.reopen().unwrap())
+        .stderr(err_path.reopen().unwrap())
+        .spawn()
+        .unwrap();
+    let mut guard = ChildGuard { child: Some(child) };
+    let status = guard
+        .wait_for_exit(Duration::from_secs(10))
+        .expect("the hub kept running instead of refusing to start");
+    std::process::Output {
+        status,
+        stdout: std::fs::read(out_path.path()).unwrap(),
+        stderr: std::fs::read(err_path.path()).unwrap(),
+    }
+}
 
 #[test]
 fn missing_or_bad_env_exits_1_with_one_line_naming_the_variable() {
@@ -57,9 +79,7 @@ fn missing_or_bad_env_exits_1_with_one_line_naming_the_variable() {
         ),
     ];
     for (var, env) in cases {
-        let mut cmd = hub_command(dir.path());
-        cmd.envs(env.iter().copied()).stdin(Stdio::null());
-        let out = cmd.output().unwrap();
+        let out = exit_of(hub_command(dir.path()).envs(env.iter().copied()));
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{var}: {stderr}");
         assert_eq!(
@@ -251,16 +271,16 @@ async fn mariadb_backed_hub_reports_unhealthy_when_the_database_dies() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_database_at_start_exits_1() {
     let dir = tempfile::tempdir().unwrap();
-    let out = hub_command(dir.path())
-        .env("PORT", free_port().to_string())
-        .env("SESSION_MANAGER_BASE_URL", dead_url())
-        .env("JWT_SECRET", crate::harness::SECRET)
-        .env(
-            "DATABASE_URL",
-            format!("mysql://root@127.0.0.1:{}/hub", free_port()),
-        )
-        .output()
-        .unwrap();
+    let out = exit_of(
+        hub_command(dir.path())
+            .env("PORT", free_port().to_string())
+            .env("SESSION_MANAGER_BASE_URL", dead_url())
+            .env("JWT_SECRET", crate::harness::SECRET)
+            .env(
+                "DATABASE_URL",
+                format!("mysql://root@127.0.0.1:{}/hub", free_port()),
+            ),
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("database"), "{stderr}");
