@@ -172,24 +172,24 @@ impl Config {
             }),
         };
         let header_read_timeout = duration_var(
-            "HTTP_HEADER_READ_TIMEOUT",
+            "HTTP_HEADER_TIMEOUT",
             DEFAULT_HEADER_READ_TIMEOUT,
-            "set HTTP_HEADER_READ_TIMEOUT like 10s or 500ms; must be > 0 (default 10s)",
+            "set HTTP_HEADER_TIMEOUT like 10s or 500ms; must be > 0 (default 10s)",
         )?;
         let idle_timeout = duration_var(
             "HTTP_IDLE_TIMEOUT",
             DEFAULT_IDLE_TIMEOUT,
             "set HTTP_IDLE_TIMEOUT like 5s or 500ms; must be > 0 (default 5s)",
         )?;
-        let max_connections = match get("MAX_CONNECTIONS") {
+        let max_connections = match get("HTTP_MAX_CONNECTIONS") {
             None => DEFAULT_MAX_CONNECTIONS,
             Some(raw) => match raw.trim().parse::<usize>() {
                 Ok(n) if n > 0 => n,
                 _ => return Err(ConfigError {
-                    var: "MAX_CONNECTIONS",
+                    var: "HTTP_MAX_CONNECTIONS",
                     problem: format!("={raw:?} is not a positive integer"),
                     fix:
-                        "set MAX_CONNECTIONS to the most client connections to keep open, e.g. 1024",
+                        "set HTTP_MAX_CONNECTIONS to the most client connections to keep open, e.g. 1024",
                 }),
             },
         };
@@ -345,9 +345,9 @@ mod tests {
             ("SESSION_MANAGER_TIMEOUT", "10h"),
             ("DATABASE_URL", "postgres://x"),
             ("JWT_SECRET", "0123456789abcdef0123456789abcde"),
-            ("HTTP_HEADER_READ_TIMEOUT", "0"),
+            ("HTTP_HEADER_TIMEOUT", "0"),
             ("HTTP_IDLE_TIMEOUT", "soon"),
-            ("MAX_CONNECTIONS", "0"),
+            ("HTTP_MAX_CONNECTIONS", "0"),
         ] {
             let mut pairs = OK.to_vec();
             pairs.retain(|(kk, _)| *kk != k);

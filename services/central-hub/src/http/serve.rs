@@ -119,7 +119,7 @@ pub fn effective_max_connections(configured: usize, nofile: Option<u64>) -> usiz
                 .max(1);
             if room < configured {
                 tracing::warn!(
-                    "MAX_CONNECTIONS={configured} lowered to {room}: the open-file limit is {limit}"
+                    "HTTP_MAX_CONNECTIONS={configured} lowered to {room}: the open-file limit is {limit}"
                 );
             }
             configured.min(room)
@@ -303,12 +303,19 @@ async fn serve_one(
             () = &mut idle => {
                 let last = conn.last_active_ms.load(Ordering::Relaxed);
                 let quiet = Duration::from_millis(table.now_ms().saturating_sub(last));
-                if conn.in_flight.load(Ordering::Acquire) == 0 && quiet >= limits.idle_timeout {
+                let running = conn.in_flight.load(Ordering::Acquire) > 0;
+                if !running && quiet >= limits.idle_timeout {
                     break;
                 }
-                // Active since the timer was set: wait for the rest of the idle period.
-                let rest = limits.idle_timeout.saturating_sub(quiet).max(Duration::from_millis(10));
-                idle.as_mut().reset(tokio::time::Instant::now() + rest);
+                // A running request is bounded elsewhere (body read, session-manager
+                // timeout); look again a full period later. Otherwise bytes moved since the
+                // timer was set: wait for the rest of the idle period.
+                let next = if running {
+                    limits.idle_timeout
+                } else {
+                    limits.idle_timeout.saturating_sub(quiet).max(Duration::from_millis(10))
+                };
+                idle.as_mut().reset(tokio::time::Instant::now() + next);
             }
         }
     }

@@ -34,7 +34,7 @@ async fn idle_and_slow_header_connections_are_closed() {
     let mut opts = HubOpts::new(&dead_url());
     opts.extra_env = vec![
         ("HTTP_IDLE_TIMEOUT".into(), "1s".into()),
-        ("HTTP_HEADER_READ_TIMEOUT".into(), "3s".into()),
+        ("HTTP_HEADER_TIMEOUT".into(), "3s".into()),
     ];
     let hub = Hub::start(dir.path(), &opts).await;
     let addr = ("127.0.0.1", hub.port);
@@ -134,7 +134,7 @@ async fn health_answers_under_a_flood_of_half_open_connections() {
     opts.nofile = Some(NOFILE);
     opts.extra_env = vec![
         ("HTTP_IDLE_TIMEOUT".into(), "120s".into()),
-        ("HTTP_HEADER_READ_TIMEOUT".into(), "120s".into()),
+        ("HTTP_HEADER_TIMEOUT".into(), "120s".into()),
     ];
     let hub = Hub::start(dir.path(), &opts).await;
     let pid = hub.guard.pid();
