@@ -21,6 +21,8 @@ pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default time a connection may stay silent with no request running. Node's
 /// `keepAliveTimeout` (what the hub replaced) is 5 s; clients reconnect cheaply on loopback.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default bound on receiving a request body once its head is in.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default cap on open client connections (lowered further to fit `RLIMIT_NOFILE`).
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 
@@ -47,6 +49,8 @@ pub struct HttpLimits {
     pub header_read_timeout: Duration,
     /// A connection with no request running and no byte moving for this long is closed.
     pub idle_timeout: Duration,
+    /// A request body must be complete this long after its head (408 otherwise).
+    pub body_timeout: Duration,
     /// At most this many client connections are open; at the cap the longest-idle one is closed.
     pub max_connections: usize,
 }
@@ -56,6 +60,7 @@ impl Default for HttpLimits {
         Self {
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
@@ -181,6 +186,11 @@ impl Config {
             DEFAULT_IDLE_TIMEOUT,
             "set HTTP_IDLE_TIMEOUT like 5s or 500ms; must be > 0 (default 5s)",
         )?;
+        let body_timeout = duration_var(
+            "HTTP_BODY_TIMEOUT",
+            DEFAULT_BODY_TIMEOUT,
+            "set HTTP_BODY_TIMEOUT like 10s or 500ms; must be > 0 (default 10s)",
+        )?;
         let max_connections = match get("HTTP_MAX_CONNECTIONS") {
             None => DEFAULT_MAX_CONNECTIONS,
             Some(raw) => match raw.trim().parse::<usize>() {
@@ -205,6 +215,7 @@ impl Config {
             http: HttpLimits {
                 header_read_timeout,
                 idle_timeout,
+                body_timeout,
                 max_connections,
             },
         })
@@ -318,6 +329,7 @@ mod tests {
         assert_eq!(c.session_manager_timeout, Duration::from_secs(10));
         assert_eq!(c.http.header_read_timeout, Duration::from_secs(10));
         assert_eq!(c.http.idle_timeout, Duration::from_secs(5));
+        assert_eq!(c.http.body_timeout, Duration::from_secs(10));
         assert_eq!(c.http.max_connections, 1024);
     }
 
@@ -347,6 +359,7 @@ mod tests {
             ("JWT_SECRET", "0123456789abcdef0123456789abcde"),
             ("HTTP_HEADER_TIMEOUT", "0"),
             ("HTTP_IDLE_TIMEOUT", "soon"),
+            ("HTTP_BODY_TIMEOUT", "-1s"),
             ("HTTP_MAX_CONNECTIONS", "0"),
         ] {
             let mut pairs = OK.to_vec();

@@ -5,10 +5,8 @@
 //! The hub's bodies are a few hundred bytes (`{"expires_at": ...}`, session-manager's
 //! `/init` payload), so the limit is small.
 
-use std::time::Duration;
-
 use axum::body::Body;
-use axum::extract::Request;
+use axum::extract::{Request, State};
 use axum::http::header::CONTENT_LENGTH;
 use axum::http::StatusCode;
 use axum::middleware::Next;
@@ -16,11 +14,10 @@ use axum::response::Response;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 
 use super::error::ApiError;
+use super::state::AppState;
 
 /// Largest request body accepted; more → 413 `PAYLOAD_TOO_LARGE`.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
-/// A body must arrive completely within this long after its head; else 408.
-pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn too_large() -> ApiError {
     ApiError::new(
@@ -30,7 +27,14 @@ fn too_large() -> ApiError {
     )
 }
 
-pub async fn bounded_body(req: Request, next: Next) -> Result<Response, ApiError> {
+/// Reads the body within `HTTP_BODY_TIMEOUT` (else 408 `REQUEST_TIMEOUT`): while a request
+/// runs the idle timeout does not apply, so this is what bounds a trickled body.
+pub async fn bounded_body(
+    State(st): State<AppState>,
+    req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let limit = st.config.http.body_timeout;
     // Refuse a declared oversize body before reading any of it.
     let declared = req
         .headers()
@@ -42,18 +46,15 @@ pub async fn bounded_body(req: Request, next: Next) -> Result<Response, ApiError
     }
     let (parts, body) = req.into_parts();
     // Chunked bodies have no declared length: count while reading.
-    let read = tokio::time::timeout(
-        BODY_READ_TIMEOUT,
-        Limited::new(body, MAX_BODY_BYTES).collect(),
-    )
-    .await
-    .map_err(|_| {
-        ApiError::new(
-            StatusCode::REQUEST_TIMEOUT,
-            "REQUEST_TIMEOUT",
-            format!("request body not received within {BODY_READ_TIMEOUT:?}"),
-        )
-    })?;
+    let read = tokio::time::timeout(limit, Limited::new(body, MAX_BODY_BYTES).collect())
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "REQUEST_TIMEOUT",
+                format!("request body not received within {} ms", limit.as_millis()),
+            )
+        })?;
     let bytes = match read {
         Ok(collected) => collected.to_bytes(),
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => return Err(too_large()),

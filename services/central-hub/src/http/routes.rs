@@ -35,7 +35,10 @@ pub fn router(state: AppState) -> Router {
         })
         // Inner layer first: bodies are bounded before any handler, and the 413/408 answers
         // still get their log line from the outer layer.
-        .layer(axum::middleware::from_fn(bounded_body))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            bounded_body,
+        ))
         .layer(axum::middleware::from_fn(log_request))
         .with_state(state)
 }

@@ -8,7 +8,7 @@ use axum::http::Method;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::harness::{dead_url, fd_count, rss_of, try_call, Hub, HubOpts};
+use crate::harness::{dead_url, fd_count, raw_exchange, rss_of, try_call, Hub, HubOpts};
 
 /// Waits until the server closes `s` (EOF or reset); returns how long that took.
 async fn closed_after(mut s: tokio::net::tcp::OwnedReadHalf, within: Duration) -> Option<Duration> {
@@ -36,9 +36,24 @@ async fn idle_and_slow_header_connections_are_closed() {
         ("HTTP_IDLE_TIMEOUT".into(), "1s".into()),
         ("HTTP_HEADER_TIMEOUT".into(), "3s".into()),
     ];
+    opts.extra_env
+        .push(("HTTP_BODY_TIMEOUT".into(), "2s".into()));
     let hub = Hub::start(dir.path(), &opts).await;
     let addr = ("127.0.0.1", hub.port);
     let limit = Duration::from_secs(10);
+
+    // A body promised and never finished: the request is running (so not idle), and the
+    // body timeout answers 408 in the JSON shape.
+    let slow_body = tokio::spawn(async move {
+        let start = Instant::now();
+        let (s, b) = raw_exchange(
+            addr.1,
+            b"POST /api/admin/whatsapp-qr/1/enable HTTP/1.1\r\nHost: x\r\n\
+              Content-Type: application/json\r\nContent-Length: 100\r\nConnection: close\r\n\r\n{\"exp",
+        )
+        .await;
+        (s, b, start.elapsed())
+    });
 
     // Silent: never sends a byte → the idle timeout.
     let (silent, _silent_w) = TcpStream::connect(addr).await.unwrap().into_split();
@@ -88,6 +103,16 @@ async fn idle_and_slow_header_connections_are_closed() {
         .unwrap()
         .expect("kept-alive connection never closed");
     let trickled = trickle.await.unwrap();
+    let (s, b, body_took) = slow_body.await.unwrap();
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (408, Some("REQUEST_TIMEOUT")),
+        "{b}"
+    );
+    assert!(
+        body_took >= Duration::from_millis(1900) && body_took < Duration::from_secs(6),
+        "slow body: {body_took:?}"
+    );
     eprintln!("closed after: silent {silent:?}, slow header {slow:?} ({trickled} bytes), kept-alive {kept_alive:?}");
     assert!(
         silent >= Duration::from_millis(900) && silent < Duration::from_secs(4),
