@@ -42,6 +42,11 @@ use crate::config::HttpLimits;
 /// session-manager sockets, log files, and connections being closed after an eviction.
 const RESERVED_FDS: usize = 64;
 
+/// After the stop signal, how long a connection with no request running may stay open: enough
+/// to flush an answer already produced, not enough for a half-sent request head to hold the
+/// exit up to the shutdown grace.
+const STOP_LINGER: Duration = Duration::from_millis(500);
+
 /// Serves `app` on `listener` until `shutdown` resolves, then lets open requests finish
 /// (connections are closed as soon as they are idle) and returns when none is left.
 pub async fn serve(
@@ -283,6 +288,8 @@ async fn serve_one(
     let mut stopping = *stop.borrow();
     if stopping {
         http.as_mut().graceful_shutdown();
+        idle.as_mut()
+            .reset(tokio::time::Instant::now() + STOP_LINGER);
     }
     loop {
         tokio::select! {
@@ -297,14 +304,18 @@ async fn serve_one(
             changed = stop.changed(), if !stopping => {
                 stopping = true;
                 if changed.is_ok() {
+                    // hyper finishes a running request (or the answer being written) and
+                    // then closes; an idle or half-sent connection is dropped shortly after.
                     http.as_mut().graceful_shutdown();
+                    idle.as_mut().reset(tokio::time::Instant::now() + STOP_LINGER);
                 }
             }
             () = &mut idle => {
                 let last = conn.last_active_ms.load(Ordering::Relaxed);
                 let quiet = Duration::from_millis(table.now_ms().saturating_sub(last));
                 let running = conn.in_flight.load(Ordering::Acquire) > 0;
-                if !running && quiet >= limits.idle_timeout {
+                // Stopping: a half-received head is not a request to wait for.
+                if !running && (stopping || quiet >= limits.idle_timeout) {
                     break;
                 }
                 // A running request is bounded elsewhere (body read, session-manager

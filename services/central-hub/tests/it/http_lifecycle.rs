@@ -285,3 +285,32 @@ async fn unreachable_database_at_start_exits_1() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("database"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_does_not_wait_for_half_open_connections() {
+    use tokio::io::AsyncWriteExt;
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub = Hub::start(dir.path(), &HubOpts::new(&dead_url())).await;
+    // One silent connection, one stuck halfway through its request head: neither is a
+    // request to wait for, so neither may hold the exit up to the 10 s grace.
+    let _silent = tokio::net::TcpStream::connect(("127.0.0.1", hub.port))
+        .await
+        .unwrap();
+    let mut half = tokio::net::TcpStream::connect(("127.0.0.1", hub.port))
+        .await
+        .unwrap();
+    half.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    // Both accepted: a request after them is answered.
+    assert_eq!(hub.call(Method::GET, "/health", None, None).await.0, 200);
+
+    let start = std::time::Instant::now();
+    let st = hub
+        .guard
+        .signal_and_wait(Signal::SIGTERM, Duration::from_secs(15));
+    let took = start.elapsed();
+    assert_eq!(st.code(), Some(0), "log:\n{}", hub.log());
+    assert!(took < Duration::from_secs(3), "exit took {took:?}");
+    assert!(!hub.log().contains("exiting anyway"), "{}", hub.log());
+}
