@@ -211,3 +211,53 @@ async fn health_answers_under_a_flood_of_half_open_connections() {
     );
     drop(flood);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_the_cap_running_requests_are_kept_and_newcomers_refused() {
+    use crate::harness::{admin_token, customer_token, FakeSessionManager};
+    // session-manager takes 2 s per call, so two proxied requests fill a cap of 2.
+    let sm = FakeSessionManager::start(Duration::from_secs(2)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = HubOpts::new(&sm.url);
+    opts.extra_env
+        .push(("HTTP_MAX_CONNECTIONS".into(), "2".into()));
+    let hub = Hub::start(dir.path(), &opts).await;
+    for id in [1, 2] {
+        let (s, _) = hub
+            .call(
+                Method::POST,
+                &format!("/api/admin/whatsapp-qr/{id}/enable"),
+                Some(&admin_token()),
+                None,
+            )
+            .await;
+        assert_eq!(s, 200);
+    }
+    let running: Vec<_> = [1, 2]
+        .into_iter()
+        .map(|id| {
+            let url = hub.url("/api/whatsapp/status");
+            tokio::spawn(async move {
+                try_call(Method::GET, &url, Some(&customer_token(id)), None).await
+            })
+        })
+        .collect();
+    let seen = sm.seen.clone();
+    crate::harness::wait_until(Duration::from_secs(10), "both requests upstream", || {
+        let n = seen.lock().unwrap().len();
+        async move { n == 2 }
+    })
+    .await;
+
+    // Both connections are running a request: the newcomer is refused, not served by
+    // cutting one of them off.
+    let refused = health_within(&hub, Duration::from_secs(1)).await;
+    assert!(refused.is_err(), "served at a full cap: {refused:?}");
+    for r in running {
+        let (s, b) = r.await.unwrap().expect("a running request was cut off");
+        assert_eq!((s, b["state"].as_str()), (200, Some("QR_REQUIRED")), "{b}");
+    }
+    // Once they are done, those connections are idle and make room.
+    health_within(&hub, Duration::from_secs(2)).await.unwrap();
+    assert!(hub.log().contains("refused 1 new"), "{}", hub.log());
+}
