@@ -35,7 +35,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 
 SM_PORT=$(free_port)
 HUB_PORT=$(free_port)
-SECRET=bench-secret
+SECRET=bench-secret-at-least-32-bytes-long  # the hub refuses shorter ones
 
 "$SM_BIN" "$SM_PORT" >/dev/null 2>&1 &
 PIDS+=($!)

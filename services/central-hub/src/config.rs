@@ -13,6 +13,18 @@ use hyper::Uri;
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://var/hub.db";
 /// Default bound on one proxied call to session-manager.
 pub const DEFAULT_SESSION_MANAGER_TIMEOUT: Duration = Duration::from_secs(10);
+/// HS256 is only as strong as its key: RFC 7518 §3.2 asks for a key at least as long as the
+/// hash output (256 bits). A shorter secret can be brute-forced from one captured token.
+pub const MIN_JWT_SECRET_BYTES: usize = 32;
+/// Default bound on receiving a complete request head (slow-header clients are cut off).
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default time a connection may stay silent with no request running. Node's
+/// `keepAliveTimeout` (what the hub replaced) is 5 s; clients reconnect cheaply on loopback.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default bound on receiving a request body once its head is in.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default cap on open client connections (lowered further to fit `RLIMIT_NOFILE`).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 
 /// Validated process configuration.
 #[derive(Debug, Clone)]
@@ -26,6 +38,32 @@ pub struct Config {
     pub database_url: String,
     /// Carried for the operator's benefit and shown in `/status`; nothing is sent by the hub itself.
     pub dry_run: bool,
+    /// Limits of the HTTP server (see [`crate::http::serve`]).
+    pub http: HttpLimits,
+}
+
+/// Bounds that keep the listener answering under a flood of slow or idle connections.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpLimits {
+    /// A request head must be complete this long after the server starts waiting for it.
+    pub header_read_timeout: Duration,
+    /// A connection with no request running and no byte moving for this long is closed.
+    pub idle_timeout: Duration,
+    /// A request body must be complete this long after its head (408 otherwise).
+    pub body_timeout: Duration,
+    /// At most this many client connections are open; at the cap the longest-idle one is closed.
+    pub max_connections: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+        }
+    }
 }
 
 /// A missing or malformed environment variable.
@@ -69,11 +107,19 @@ impl Config {
             fix: sm_fix,
         })?;
 
-        let jwt_secret = required(
-            &get,
-            "JWT_SECRET",
-            "set JWT_SECRET to the HS256 secret shared with the token issuer",
-        )?;
+        let jwt_fix = "set JWT_SECRET to the HS256 secret shared with the token issuer, at least 32 bytes (e.g. `openssl rand -hex 32`)";
+        let jwt_secret = required(&get, "JWT_SECRET", jwt_fix)?;
+        if jwt_secret.len() < MIN_JWT_SECRET_BYTES {
+            // The value itself is never printed: even a weak secret is a secret.
+            return Err(ConfigError {
+                var: "JWT_SECRET",
+                problem: format!(
+                    "is {} bytes long, shorter than the {MIN_JWT_SECRET_BYTES} bytes HS256 needs",
+                    jwt_secret.len()
+                ),
+                fix: jwt_fix,
+            });
+        }
 
         let bind = match get("BIND") {
             None => IpAddr::V4(Ipv4Addr::LOCALHOST),
@@ -121,6 +167,43 @@ impl Config {
             })?,
         };
 
+        let duration_var = |var: &'static str, default: Duration, fix: &'static str| match get(var)
+        {
+            None => Ok(default),
+            Some(raw) => parse_duration(&raw).ok_or_else(|| ConfigError {
+                var,
+                problem: format!("={raw:?} is not a duration"),
+                fix,
+            }),
+        };
+        let header_read_timeout = duration_var(
+            "HTTP_HEADER_TIMEOUT",
+            DEFAULT_HEADER_READ_TIMEOUT,
+            "set HTTP_HEADER_TIMEOUT like 10s or 500ms; must be > 0 (default 10s)",
+        )?;
+        let idle_timeout = duration_var(
+            "HTTP_IDLE_TIMEOUT",
+            DEFAULT_IDLE_TIMEOUT,
+            "set HTTP_IDLE_TIMEOUT like 5s or 500ms; must be > 0 (default 5s)",
+        )?;
+        let body_timeout = duration_var(
+            "HTTP_BODY_TIMEOUT",
+            DEFAULT_BODY_TIMEOUT,
+            "set HTTP_BODY_TIMEOUT like 10s or 500ms; must be > 0 (default 10s)",
+        )?;
+        let max_connections = match get("HTTP_MAX_CONNECTIONS") {
+            None => DEFAULT_MAX_CONNECTIONS,
+            Some(raw) => match raw.trim().parse::<usize>() {
+                Ok(n) if n > 0 => n,
+                _ => return Err(ConfigError {
+                    var: "HTTP_MAX_CONNECTIONS",
+                    problem: format!("={raw:?} is not a positive integer"),
+                    fix:
+                        "set HTTP_MAX_CONNECTIONS to the most client connections to keep open, e.g. 1024",
+                }),
+            },
+        };
+
         Ok(Config {
             bind,
             port,
@@ -129,6 +212,12 @@ impl Config {
             jwt_secret,
             database_url,
             dry_run,
+            http: HttpLimits {
+                header_read_timeout,
+                idle_timeout,
+                body_timeout,
+                max_connections,
+            },
         })
     }
 }
@@ -226,7 +315,7 @@ mod tests {
     const OK: [(&str, &str); 3] = [
         ("PORT", "3012"),
         ("SESSION_MANAGER_BASE_URL", "http://127.0.0.1:3001/"),
-        ("JWT_SECRET", "s"),
+        ("JWT_SECRET", "0123456789abcdef0123456789abcdef"),
     ];
 
     #[test]
@@ -238,6 +327,10 @@ mod tests {
         assert!(c.dry_run);
         assert_eq!(c.bind.to_string(), "127.0.0.1");
         assert_eq!(c.session_manager_timeout, Duration::from_secs(10));
+        assert_eq!(c.http.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(c.http.idle_timeout, Duration::from_secs(5));
+        assert_eq!(c.http.body_timeout, Duration::from_secs(10));
+        assert_eq!(c.http.max_connections, 1024);
     }
 
     #[test]
@@ -263,12 +356,27 @@ mod tests {
             ("SESSION_MANAGER_TIMEOUT", "0s"),
             ("SESSION_MANAGER_TIMEOUT", "10h"),
             ("DATABASE_URL", "postgres://x"),
+            ("JWT_SECRET", "0123456789abcdef0123456789abcde"),
+            ("HTTP_HEADER_TIMEOUT", "0"),
+            ("HTTP_IDLE_TIMEOUT", "soon"),
+            ("HTTP_BODY_TIMEOUT", "-1s"),
+            ("HTTP_MAX_CONNECTIONS", "0"),
         ] {
             let mut pairs = OK.to_vec();
             pairs.retain(|(kk, _)| *kk != k);
             pairs.push((k, v));
             assert_eq!(cfg(&pairs).unwrap_err().var, k, "{k}={v}");
         }
+    }
+
+    #[test]
+    fn a_short_jwt_secret_is_named_but_never_printed() {
+        let mut pairs = OK.to_vec();
+        pairs.retain(|(k, _)| *k != "JWT_SECRET");
+        pairs.push(("JWT_SECRET", "hunter2-hunter2"));
+        let line = cfg(&pairs).unwrap_err().to_string();
+        assert!(line.starts_with("JWT_SECRET is 15 bytes long"), "{line}");
+        assert!(!line.contains("hunter2"), "{line}");
     }
 
     #[test]

@@ -9,6 +9,7 @@ use tokio::net::TcpListener;
 use crate::config::{redact_url, Config};
 use crate::db::Db;
 use crate::http::routes::router;
+use crate::http::serve::serve;
 use crate::http::state::AppState;
 
 /// After a stop signal, in-flight requests get this long to finish.
@@ -27,7 +28,7 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("server error: {0}")]
+    #[error("failed to read the listening address: {0}")]
     Serve(std::io::Error),
 }
 
@@ -55,6 +56,7 @@ pub async fn run(
         config.session_manager_base_url,
         config.dry_run
     );
+    let limits = config.http;
     let app = router(AppState::new(config, db.clone()));
     on_ready(local);
 
@@ -63,13 +65,13 @@ pub async fn run(
         shutdown.await;
         let _ = tx.send(true);
     };
-    let server = axum::serve(listener, app).with_graceful_shutdown(graceful);
+    let server = serve(listener, app, limits, graceful);
     let deadline = async move {
         let _ = rx.wait_for(|stopping| *stopping).await;
         tokio::time::sleep(SHUTDOWN_GRACE).await;
     };
     tokio::select! {
-        res = server => res.map_err(StartError::Serve)?,
+        () = server => {}
         () = deadline => tracing::warn!("requests still running after {SHUTDOWN_GRACE:?}; exiting anyway"),
     }
     db.close().await;

@@ -10,13 +10,26 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-/// Why a call to session-manager produced no answer.
+/// Why a call to session-manager produced no answer. `Display` carries the transport's
+/// detail for the log; [`UpstreamError::public`] is what a client may see.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
     #[error("session-manager is unreachable: {0}")]
     Unreachable(String),
     #[error("session-manager did not answer within {0:?}")]
     Timeout(Duration),
+}
+
+impl UpstreamError {
+    /// A sentence without the HTTP client's internals (addresses, errno, library wording).
+    pub fn public(&self) -> String {
+        match self {
+            UpstreamError::Unreachable(_) => "session-manager is unreachable".to_owned(),
+            UpstreamError::Timeout(t) => {
+                format!("session-manager did not answer within {} ms", t.as_millis())
+            }
+        }
+    }
 }
 
 /// A complete answer from session-manager.
@@ -65,6 +78,28 @@ impl SessionManagerClient {
     ) -> Result<UpstreamResponse, UpstreamError> {
         self.call_within(method, path, cliente_id, content_type, body, self.timeout)
             .await
+    }
+
+    /// `POST /logout` for `cliente_id`: session-manager closes that customer's browser.
+    pub async fn logout(
+        &self,
+        cliente_id: i64,
+        timeout: Duration,
+    ) -> Result<UpstreamResponse, UpstreamError> {
+        self.call_within(
+            Method::POST,
+            "/logout",
+            Some(cliente_id),
+            None,
+            Bytes::new(),
+            timeout,
+        )
+        .await
+    }
+
+    /// The bound on an ordinary proxied call (`SESSION_MANAGER_TIMEOUT`).
+    pub fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     /// `GET /health`, bounded by `timeout` (used by `/status`).

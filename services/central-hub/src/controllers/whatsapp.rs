@@ -16,16 +16,18 @@ use crate::session_manager::{UpstreamError, UpstreamResponse};
 
 impl From<UpstreamError> for ApiError {
     fn from(e: UpstreamError) -> Self {
+        // The detail (address, errno) is for the operator's log, not the client.
+        tracing::warn!("{e}");
         match e {
             UpstreamError::Unreachable(_) => ApiError::new(
                 StatusCode::BAD_GATEWAY,
                 "SESSION_MANAGER_UNREACHABLE",
-                format!("{e}; check that session-manager is running at SESSION_MANAGER_BASE_URL"),
+                format!("{}; try again later", e.public()),
             ),
             UpstreamError::Timeout(_) => ApiError::new(
                 StatusCode::GATEWAY_TIMEOUT,
                 "SESSION_MANAGER_TIMEOUT",
-                e.to_string(),
+                e.public(),
             ),
         }
     }
@@ -91,10 +93,11 @@ pub async fn qr(
         return Ok(relay(up));
     }
     let status: Value = serde_json::from_slice(&up.body).map_err(|e| {
+        tracing::warn!("session-manager /status did not return JSON: {e}");
         ApiError::new(
             StatusCode::BAD_GATEWAY,
             "SESSION_MANAGER_BAD_RESPONSE",
-            format!("session-manager /status did not return JSON: {e}"),
+            "session-manager answered /status with something other than JSON",
         )
     })?;
     let qr = status.get("qr_code_base64").cloned().unwrap_or(Value::Null);

@@ -20,6 +20,16 @@ use sqlx::{MySqlPool, SqlitePool};
 /// How long a request may wait for a pooled connection before failing.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// Session SQL mode for every MySQL/MariaDB connection, whatever the server's default.
+///
+/// Why: a lax server (`sql_mode=''`, common on hosted MySQL) silently turns an out-of-range
+/// date into `0000-00-00` or NULL (NULL `expires_at` = never expires) and truncates long
+/// strings. Strict mode turns both into errors. `PIPES_AS_CONCAT` and
+/// `NO_ENGINE_SUBSTITUTION` are what sqlx itself sets on connect; this statement replaces
+/// that one, so they are kept.
+pub const MYSQL_SQL_MODE: &str = "STRICT_ALL_TABLES,NO_ZERO_IN_DATE,NO_ZERO_DATE,\
+     ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION,PIPES_AS_CONCAT";
+
 /// Failure to open, migrate or query the database.
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -36,6 +46,20 @@ pub enum DbError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("database query failed: {0}")]
     Query(#[from] sqlx::Error),
+}
+
+impl DbError {
+    /// True when the database refused a value (SQLSTATE class 22, "data exception": too long,
+    /// out of range, bad date) rather than being unavailable. Input validation should catch
+    /// these first; this keeps a miss from looking like an outage.
+    pub fn is_data_exception(&self) -> bool {
+        match self {
+            DbError::Query(sqlx::Error::Database(e)) => {
+                e.code().is_some_and(|c| c.starts_with("22"))
+            }
+            _ => false,
+        }
+    }
 }
 
 /// A pool for whichever backend `DATABASE_URL` names.
@@ -71,6 +95,15 @@ impl Db {
             let pool = MySqlPoolOptions::new()
                 .max_connections(10)
                 .acquire_timeout(ACQUIRE_TIMEOUT)
+                // Runs on every new pooled connection (reconnects included), before any query.
+                .after_connect(|conn, _meta| {
+                    Box::pin(async move {
+                        sqlx::query(&format!("SET SESSION sql_mode = '{MYSQL_SQL_MODE}'"))
+                            .execute(&mut *conn)
+                            .await
+                            .map(|_| ())
+                    })
+                })
                 .connect_with(opts)
                 .await
                 .map_err(DbError::Connect)?;

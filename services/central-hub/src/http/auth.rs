@@ -1,16 +1,31 @@
 //! Bearer JWT (HS256) extractors for admin and customer routes.
 //!
 //! No or invalid token → 401; a valid token of the wrong kind → 403.
+//!
+//! Time claims: `exp` is required, `nbf` is honoured when present, and an `iat` in
+//! the future is refused, all with a [`LEEWAY_SECONDS`] allowance for clock skew.
+//! Rejections name what was wrong in our own words; the library's error text is
+//! logged, never sent, so a client learns nothing about the verifier's internals.
 
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
+use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{decode, Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use serde_json::Value;
 
 use super::error::ApiError;
 use super::state::AppState;
+
+/// Clock-skew allowance for `exp`, `nbf` and `iat`. The library's default is 60 s, which keeps
+/// an expired (possibly leaked) token usable for a minute; the hub and its token issuer run on
+/// NTP-synced hosts, so a few seconds suffice.
+pub const LEEWAY_SECONDS: u64 = 5;
+
+/// Longest `sub` an admin token may carry: it is stored in `enabled_by`/`revoked_by`.
+/// Checked here so a long `sub` is a 400, not a database failure.
+pub const MAX_SUB_CHARS: usize = crate::db::repository::MAX_ADMIN_CHARS;
 
 /// The claims the hub reads; others are ignored. `exp` is required by the validator.
 #[derive(Debug, Deserialize)]
@@ -21,6 +36,24 @@ struct Claims {
     role: Option<String>,
     #[serde(default)]
     cliente_id: Option<Value>,
+    /// Seconds since the epoch; a float is accepted as some issuers write one.
+    #[serde(default)]
+    iat: Option<f64>,
+}
+
+/// A sentence for the 401 body: what was wrong, never how the library phrased it.
+fn rejection_text(kind: &ErrorKind) -> &'static str {
+    match kind {
+        ErrorKind::ExpiredSignature => "token has expired",
+        ErrorKind::ImmatureSignature => "token is not valid yet (nbf is in the future)",
+        ErrorKind::InvalidSignature => "token signature does not verify",
+        ErrorKind::InvalidAlgorithm => "token must be signed with HS256",
+        ErrorKind::MissingRequiredClaim(_) => "token lacks a required claim (exp)",
+        ErrorKind::InvalidAudience | ErrorKind::InvalidIssuer | ErrorKind::InvalidSubject => {
+            "token is not meant for this service"
+        }
+        _ => "token is malformed",
+    }
 }
 
 /// Verifies HS256 bearer tokens with the configured secret.
@@ -31,9 +64,13 @@ pub struct TokenVerifier {
 
 impl TokenVerifier {
     pub fn new(secret: &str) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.leeway = LEEWAY_SECONDS;
+        // Off by default in jsonwebtoken: a token whose `nbf` is in the future would pass.
+        validation.validate_nbf = true;
         Self {
             key: DecodingKey::from_secret(secret.as_bytes()),
-            validation: Validation::new(Algorithm::HS256),
+            validation,
         }
     }
 
@@ -50,9 +87,24 @@ impl TokenVerifier {
             .ok_or_else(|| {
                 ApiError::unauthorized("INVALID_TOKEN", "Authorization header must be Bearer <JWT>")
             })?;
-        decode::<Claims>(token, &self.key, &self.validation)
+        let claims = decode::<Claims>(token, &self.key, &self.validation)
             .map(|d| d.claims)
-            .map_err(|e| ApiError::unauthorized("INVALID_TOKEN", format!("token rejected: {e}")))
+            .map_err(|e| {
+                tracing::info!("bearer token rejected: {e}");
+                ApiError::unauthorized("INVALID_TOKEN", rejection_text(e.kind()))
+            })?;
+        // jsonwebtoken does not look at `iat`. A token "issued" in the future comes from a
+        // broken or forged clock and would outlive its intended lifetime; refuse it.
+        if let Some(iat) = claims.iat {
+            let now = chrono::Utc::now().timestamp() as f64;
+            if !iat.is_finite() || iat > now + LEEWAY_SECONDS as f64 {
+                return Err(ApiError::unauthorized(
+                    "INVALID_TOKEN",
+                    "token iat (issued at) is in the future",
+                ));
+            }
+        }
+        Ok(claims)
     }
 }
 
@@ -82,6 +134,14 @@ impl FromRequestParts<AppState> for AdminClaims {
                 ))
             }
         };
+        // The token is genuine, so this is a bad input rather than bad credentials: 400.
+        let chars = admin.chars().count();
+        if chars > MAX_SUB_CHARS {
+            return Err(ApiError::bad_request(
+                "INVALID_SUB",
+                format!("token sub is {chars} characters; at most {MAX_SUB_CHARS} can be recorded"),
+            ));
+        }
         Ok(AdminClaims { admin })
     }
 }

@@ -44,6 +44,13 @@ impl ApiError {
 
 impl From<DbError> for ApiError {
     fn from(e: DbError) -> Self {
+        if e.is_data_exception() {
+            tracing::warn!("database refused a value: {e}");
+            return ApiError::bad_request(
+                "INVALID_INPUT",
+                "a value is out of the range the database can store",
+            );
+        }
         tracing::error!("database error: {e}");
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -4,6 +4,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::Router;
 
+use super::body::bounded_body;
 use super::error::ApiError;
 use super::logging::log_request;
 use super::state::AppState;
@@ -32,6 +33,12 @@ pub fn router(state: AppState) -> Router {
                 "method not allowed on this route",
             )
         })
+        // Inner layer first: bodies are bounded before any handler, and the 413/408 answers
+        // still get their log line from the outer layer.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            bounded_body,
+        ))
         .layer(axum::middleware::from_fn(log_request))
         .with_state(state)
 }

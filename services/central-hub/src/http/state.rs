@@ -7,6 +7,7 @@ use crate::config::Config;
 use crate::db::Db;
 use crate::service::QrAuthorizationService;
 use crate::session_manager::SessionManagerClient;
+use crate::system::CpuMeter;
 
 use super::auth::TokenVerifier;
 
@@ -21,6 +22,7 @@ pub struct Inner {
     pub session_manager: SessionManagerClient,
     pub tokens: TokenVerifier,
     pub started: Instant,
+    pub cpu: CpuMeter,
 }
 
 impl AppState {
@@ -33,13 +35,15 @@ impl AppState {
             config.session_manager_timeout,
         );
         let tokens = TokenVerifier::new(&config.jwt_secret);
+        let started = Instant::now();
         AppState(Arc::new(Inner {
             config,
             db,
             qr,
             session_manager,
             tokens,
-            started: Instant::now(),
+            started,
+            cpu: CpuMeter::new(started),
         }))
     }
 }

@@ -19,7 +19,8 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::{json, Value};
 
-pub const SECRET: &str = "test-secret-for-central-hub";
+/// Exactly 32 bytes, the shortest `JWT_SECRET` the hub accepts.
+pub const SECRET: &str = "test-secret-for-central-hub-0032";
 
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
@@ -93,6 +94,9 @@ pub struct HubOpts {
     pub session_manager: String,
     pub database_url: Option<String>,
     pub extra_env: Vec<(String, String)>,
+    /// Run the hub with this soft and hard `RLIMIT_NOFILE` (set by `sh -c 'ulimit -n'`
+    /// before `exec`, so the hub keeps the shell's PID and the guard still owns it).
+    pub nofile: Option<u64>,
 }
 
 impl HubOpts {
@@ -101,6 +105,7 @@ impl HubOpts {
             session_manager: session_manager.to_owned(),
             database_url: None,
             extra_env: vec![],
+            nofile: None,
         }
     }
 }
@@ -130,7 +135,19 @@ impl Hub {
             .append(true)
             .open(dir.join("hub.log"))
             .unwrap();
-        let mut cmd = hub_command(dir);
+        let mut cmd = match opts.nofile {
+            None => hub_command(dir),
+            Some(n) => {
+                let mut cmd = Command::new("sh");
+                cmd.env_clear()
+                    .env("PATH", std::env::var("PATH").unwrap_or_default())
+                    .current_dir(dir)
+                    .arg("-c")
+                    .arg(format!("ulimit -n {n} && exec \"$0\""))
+                    .arg(env!("CARGO_BIN_EXE_central-hub"));
+                cmd
+            }
+        };
         cmd.env("PORT", port.to_string())
             .env("SESSION_MANAGER_BASE_URL", &opts.session_manager)
             .env("JWT_SECRET", SECRET)
@@ -257,8 +274,28 @@ pub fn customer_token(cliente_id: i64) -> String {
 /// What the fake session-manager saw: (method, path, X-Cliente-Id).
 pub type Seen = Arc<Mutex<Vec<(String, String, Option<String>)>>>;
 
-/// A tiny session-manager stand-in on loopback. `/health` is always fast;
-/// `/init` and `/status` wait `delay` first.
+/// How the fake session-manager behaves.
+pub struct FakeOpts {
+    /// `/init`, `/status` and `/logout` wait this long before answering.
+    pub delay: Duration,
+    /// `/health` waits this long before answering.
+    pub health_delay: Duration,
+    /// The `/health` body.
+    pub health: Value,
+}
+
+impl Default for FakeOpts {
+    fn default() -> Self {
+        Self {
+            delay: Duration::ZERO,
+            health_delay: Duration::ZERO,
+            health: json!({"status": "ok", "service": "session-manager", "sessions": 0}),
+        }
+    }
+}
+
+/// A tiny session-manager stand-in on loopback. `/init`, `/status` and `/logout` are
+/// recorded and wait `delay` first; `/health` answers `FakeOpts::health`.
 pub struct FakeSessionManager {
     pub url: String,
     pub seen: Seen,
@@ -267,6 +304,19 @@ pub struct FakeSessionManager {
 
 impl FakeSessionManager {
     pub async fn start(delay: Duration) -> Self {
+        Self::start_with(FakeOpts {
+            delay,
+            ..FakeOpts::default()
+        })
+        .await
+    }
+
+    pub async fn start_with(opts: FakeOpts) -> Self {
+        let FakeOpts {
+            delay,
+            health_delay,
+            health,
+        } = opts;
         let seen: Seen = Arc::default();
         let record = |seen: Seen, method: &'static str, path: &'static str| {
             move |headers: HeaderMap| {
@@ -282,6 +332,8 @@ impl FakeSessionManager {
                     let id_num: Option<i64> = id.and_then(|s| s.parse().ok());
                     if path == "/init" {
                         Json(json!({"action": "INITIALIZING", "cliente_id": id_num}))
+                    } else if path == "/logout" {
+                        Json(json!({"success": true, "cliente_id": id_num, "action": "LOGGED_OUT"}))
                     } else {
                         Json(json!({
                             "cliente_id": id_num, "state": "QR_REQUIRED", "connected": false,
@@ -294,9 +346,16 @@ impl FakeSessionManager {
         let app = Router::new()
             .route(
                 "/health",
-                get(|| async { Json(json!({"status": "ok", "service": "session-manager"})) }),
+                get(move || {
+                    let health = health.clone();
+                    async move {
+                        tokio::time::sleep(health_delay).await;
+                        Json(health)
+                    }
+                }),
             )
             .route("/init", post(record(seen.clone(), "POST", "/init")))
+            .route("/logout", post(record(seen.clone(), "POST", "/logout")))
             .route("/status", get(record(seen.clone(), "GET", "/status")));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr: SocketAddr = listener.local_addr().unwrap();
@@ -324,4 +383,69 @@ impl Drop for FakeSessionManager {
 /// A URL where nothing listens (the port was free a moment ago).
 pub fn dead_url() -> String {
     format!("http://127.0.0.1:{}", free_port())
+}
+
+/// VmRSS and VmHWM of a process, in bytes.
+pub fn rss_of(pid: Pid) -> (u64, u64) {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb = |key: &str| -> u64 {
+        let line = text.lines().find(|l| l.starts_with(key)).unwrap();
+        line.split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            * 1024
+    };
+    (kb("VmRSS:"), kb("VmHWM:"))
+}
+
+/// Open file descriptors of a process.
+pub fn fd_count(pid: Pid) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+/// Writes `request` on a fresh connection and reads until the server closes it (send
+/// `Connection: close`). For what the HTTP client will not send: chunked bodies, lying
+/// lengths. Returns the status and the body parsed as JSON (or a string).
+pub async fn raw_exchange(port: u16, request: &[u8]) -> (u16, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    if let Err(e) = s.write_all(request).await {
+        // The server may answer and close before taking everything (a refused body).
+        eprintln!("raw_exchange: write stopped: {e}");
+    }
+    let mut buf = Vec::new();
+    let read_all = async {
+        let mut chunk = [0u8; 4096];
+        loop {
+            match s.read(&mut chunk).await {
+                Ok(0) => break,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                // A server that answers before reading a whole (refused) body may close
+                // with bytes unread, which resets the connection after the answer arrived.
+                Err(e) if !buf.is_empty() => {
+                    eprintln!("raw_exchange: {e} after {} bytes", buf.len());
+                    break;
+                }
+                Err(e) => panic!("raw_exchange: {e} before any answer"),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), read_all)
+        .await
+        .expect("no complete answer within 10s");
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status: u16 = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {text:?}"));
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    let v = serde_json::from_str(body).unwrap_or_else(|_| Value::String(body.to_owned()));
+    (status, v)
 }

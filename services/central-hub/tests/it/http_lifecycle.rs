@@ -10,16 +10,38 @@ use nix::sys::signal::Signal;
 use serde_json::json;
 
 use crate::harness::{
-    admin_token, call, customer_token, dead_url, free_port, hub_command, wait_until,
+    admin_token, call, customer_token, dead_url, free_port, hub_command, wait_until, ChildGuard,
     FakeSessionManager, Hub, HubOpts,
 };
 use crate::mariadb::MariaDb;
+
+/// Runs `cmd` to its exit, bounded: a hub that starts instead of refusing is killed
+/// (by the guard, by PID) after 10 s rather than hanging the test.
+fn exit_of(cmd: &mut std::process::Command) -> std::process::Output {
+    let out_path = tempfile::NamedTempFile::new().unwrap();
+    let err_path = tempfile::NamedTempFile::new().unwrap();
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(out_path.reopen().unwrap())
+        .stderr(err_path.reopen().unwrap())
+        .spawn()
+        .unwrap();
+    let mut guard = ChildGuard { child: Some(child) };
+    let status = guard
+        .wait_for_exit(Duration::from_secs(10))
+        .expect("the hub kept running instead of refusing to start");
+    std::process::Output {
+        status,
+        stdout: std::fs::read(out_path.path()).unwrap(),
+        stderr: std::fs::read(err_path.path()).unwrap(),
+    }
+}
 
 #[test]
 fn missing_or_bad_env_exits_1_with_one_line_naming_the_variable() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port().to_string();
-    let cases: [(&str, &[(&str, &str)]); 4] = [
+    let cases: [(&str, &[(&str, &str)]); 5] = [
         (
             "JWT_SECRET",
             &[
@@ -46,11 +68,18 @@ fn missing_or_bad_env_exits_1_with_one_line_naming_the_variable() {
                 ("SESSION_MANAGER_BASE_URL", "localhost"),
             ],
         ),
+        // 31 bytes: one short of what HS256 needs.
+        (
+            "JWT_SECRET",
+            &[
+                ("PORT", &port),
+                ("SESSION_MANAGER_BASE_URL", "http://127.0.0.1:3001"),
+                ("JWT_SECRET", "0123456789abcdef0123456789abcde"),
+            ],
+        ),
     ];
     for (var, env) in cases {
-        let mut cmd = hub_command(dir.path());
-        cmd.envs(env.iter().copied()).stdin(Stdio::null());
-        let out = cmd.output().unwrap();
+        let out = exit_of(hub_command(dir.path()).envs(env.iter().copied()));
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{var}: {stderr}");
         assert_eq!(
@@ -59,6 +88,10 @@ fn missing_or_bad_env_exits_1_with_one_line_naming_the_variable() {
             "{var}: want one line, got {stderr:?}"
         );
         assert!(stderr.contains(var), "{var} not named in {stderr:?}");
+        assert!(
+            !stderr.contains("0123456789abcdef"),
+            "a secret was printed: {stderr:?}"
+        );
         assert!(
             out.stdout.is_empty(),
             "nothing should start: {:?}",
@@ -212,8 +245,9 @@ async fn mariadb_backed_hub_reports_unhealthy_when_the_database_dies() {
     let (s, b) = hub.call(Method::GET, "/status", None, None).await;
     assert_eq!((s, b["status"].as_str()), (503, Some("unhealthy")), "{b}");
     assert_eq!(b["checks"]["database"]["status"], json!("unhealthy"));
+    // The check timeout is 5 s; a dead server is refused at once, well inside it.
     assert!(
-        start.elapsed() < Duration::from_secs(5),
+        start.elapsed() < Duration::from_secs(7),
         "/status took {:?}",
         start.elapsed()
     );
@@ -237,17 +271,46 @@ async fn mariadb_backed_hub_reports_unhealthy_when_the_database_dies() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_database_at_start_exits_1() {
     let dir = tempfile::tempdir().unwrap();
-    let out = hub_command(dir.path())
-        .env("PORT", free_port().to_string())
-        .env("SESSION_MANAGER_BASE_URL", dead_url())
-        .env("JWT_SECRET", "s")
-        .env(
-            "DATABASE_URL",
-            format!("mysql://root@127.0.0.1:{}/hub", free_port()),
-        )
-        .output()
-        .unwrap();
+    let out = exit_of(
+        hub_command(dir.path())
+            .env("PORT", free_port().to_string())
+            .env("SESSION_MANAGER_BASE_URL", dead_url())
+            .env("JWT_SECRET", crate::harness::SECRET)
+            .env(
+                "DATABASE_URL",
+                format!("mysql://root@127.0.0.1:{}/hub", free_port()),
+            ),
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("database"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_does_not_wait_for_half_open_connections() {
+    use tokio::io::AsyncWriteExt;
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub = Hub::start(dir.path(), &HubOpts::new(&dead_url())).await;
+    // One silent connection, one stuck halfway through its request head: neither is a
+    // request to wait for, so neither may hold the exit up to the 10 s grace.
+    let _silent = tokio::net::TcpStream::connect(("127.0.0.1", hub.port))
+        .await
+        .unwrap();
+    let mut half = tokio::net::TcpStream::connect(("127.0.0.1", hub.port))
+        .await
+        .unwrap();
+    half.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    // Both accepted: a request after them is answered.
+    assert_eq!(hub.call(Method::GET, "/health", None, None).await.0, 200);
+
+    let start = std::time::Instant::now();
+    let st = hub
+        .guard
+        .signal_and_wait(Signal::SIGTERM, Duration::from_secs(15));
+    let took = start.elapsed();
+    assert_eq!(st.code(), Some(0), "log:\n{}", hub.log());
+    assert!(took < Duration::from_secs(3), "exit took {took:?}");
+    assert!(!hub.log().contains("exiting anyway"), "{}", hub.log());
 }

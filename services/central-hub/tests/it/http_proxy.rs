@@ -181,8 +181,17 @@ async fn expired_and_revoked_customers_are_refused() {
         200
     );
 
-    let ids: Vec<_> = sm.seen().into_iter().map(|(_, _, id)| id).collect();
-    assert_eq!(ids, vec![Some("6".to_owned()), Some("6".to_owned())]);
+    // Only customer 6 ever reached session-manager: its status, the revoke's logout, its QR.
+    let seen: Vec<_> = sm
+        .seen()
+        .into_iter()
+        .map(|(_, path, id)| (path, id.unwrap_or_default()))
+        .collect();
+    let want: Vec<(String, String)> = [("/status", "6"), ("/logout", "6"), ("/status", "6")]
+        .iter()
+        .map(|(p, i)| (p.to_string(), i.to_string()))
+        .collect();
+    assert_eq!(seen, want);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

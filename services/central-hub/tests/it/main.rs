@@ -6,9 +6,14 @@
 
 #![expect(clippy::unwrap_used, reason = "tests may unwrap")]
 
+mod flood;
 mod harness;
 mod http_admin;
 mod http_lifecycle;
 mod http_proxy;
 mod mariadb;
 mod repository;
+mod revoke;
+mod status;
+mod tokens;
+mod validation;

@@ -73,6 +73,9 @@ impl MariaDb {
             .arg("--skip-grant-tables")
             .arg("--innodb-buffer-pool-size=16M")
             .arg("--innodb-log-file-size=8M")
+            // A lax server, like many hosted MySQL installs: the hub must not rely on the
+            // server's default SQL mode to refuse bad values.
+            .arg("--sql-mode=")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

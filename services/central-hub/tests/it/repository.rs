@@ -75,6 +75,19 @@ async fn exercise(db: Db) {
         .unwrap();
     assert_eq!(svc.check(8, now()).await.unwrap(), Authorization::Expired);
 
+    // Past 2038, the end of MySQL's TIMESTAMP range: a revoke must still be stored
+    // (MariaDB turned an out-of-range TIMESTAMP parameter into NULL = not revoked).
+    let later: DateTime<Utc> = "2040-01-01T00:00:00Z".parse().unwrap();
+    svc.enable(10, "ana", Some(later + Duration::days(1)), later)
+        .await
+        .unwrap();
+    let rv = svc.revoke(10, "ana", later).await.unwrap().unwrap();
+    assert_eq!(
+        (rv.revoked_at, rv.updated_at, rv.expires_at),
+        (Some(later), later, Some(later + Duration::days(1)))
+    );
+    assert_eq!(svc.check(10, later).await.unwrap(), Authorization::Revoked);
+
     // Customers are independent.
     assert_eq!(svc.get(9).await.unwrap(), None);
     assert!(db.ping().await.is_ok());
