@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use super::action::{Action, HistoryList, SystemdNote};
 use super::event::{millis, Event, EventKind};
-use super::state::{AfterStop, Run, State, Svc};
+use super::state::{merge_after_stop, AfterStop, Run, State, Svc};
 use super::ProbeKind;
 use crate::config::{Config, DepCondition, EnvVar};
 use crate::control::proto::{ExitInfo, Health, RestartReason, TreeKind};
@@ -289,10 +289,7 @@ impl Machine<'_> {
             }
             State::Stopping { .. } => {
                 if let Some(then) = s.stopping_then() {
-                    // A person's start over any ending but a removal.
-                    if *then != AfterStop::Remove {
-                        *then = AfterStop::Start;
-                    }
+                    *then = merge_after_stop(then.clone(), AfterStop::Start);
                 }
             }
             _ => {}

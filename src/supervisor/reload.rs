@@ -86,7 +86,7 @@ impl Machine<'_> {
                 self.cancel_timer(name);
                 self.finish_stop(name);
             } else if let Some(then) = s.stopping_then() {
-                *then = AfterStop::Remove;
+                *then = super::state::merge_after_stop(then.clone(), AfterStop::Remove);
             }
         }
         for name in &diff.unchanged {

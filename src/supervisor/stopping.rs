@@ -352,10 +352,7 @@ impl Machine<'_> {
                 }
                 State::Stopping { .. } => {
                     if let Some(then) = s.stopping_then() {
-                        // A removal still forgets the service; everything else stays down.
-                        if *then != AfterStop::Remove {
-                            *then = AfterStop::Idle;
-                        }
+                        *then = merge_after_stop(then.clone(), AfterStop::Idle);
                     }
                 }
                 _ => {}
