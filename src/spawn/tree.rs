@@ -288,4 +288,3 @@ mod tests {
         assert!(snap.descendants(&[1], &children).contains(&me) || snap.procs.contains_key(&1));
     }
 }
-
