@@ -62,6 +62,9 @@ pub struct Sampler {
     /// PSS per process with the RSS it was read at and its age in ticks: smaps_rollup is the
     /// costly read, and an idle process's PSS rarely moves while its RSS stands still.
     pss_cache: HashMap<(i32, u64), (u64, Option<u64>, u32)>,
+    /// Command lines per process: they do not change after exec, and reading
+    /// `/proc/PID/cmdline` for every process every tick was most of an idle tick.
+    commands: HashMap<(i32, u64), String>,
 }
 
 /// Re-read PSS at least this often (in samples), even when RSS has not changed.
@@ -75,11 +78,27 @@ impl Sampler {
             prev_ticks: HashMap::new(),
             prev_at: None,
             pss_cache: HashMap::new(),
+            commands: HashMap::new(),
         }
     }
 
     pub fn sample(&mut self, targets: &[Target]) -> Vec<Sample> {
-        let snap = Snapshot::take();
+        // With a cgroup per target, membership is the cgroups' member lists (nothing forked
+        // inside can leave them): read just those processes, no scan of all of /proc.
+        let cgroup_only = !targets.is_empty() && targets.iter().all(|t| t.cgroup.is_some());
+        let members: Vec<Vec<i32>> = if cgroup_only {
+            targets
+                .iter()
+                .map(|t| t.cgroup.as_deref().map(cgroup::procs).unwrap_or_default())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let snap = if cgroup_only {
+            Snapshot::of(members.iter().flatten().copied())
+        } else {
+            Snapshot::take()
+        };
         self.markers.retain_live(&snap);
         let now = Instant::now();
         let elapsed = self
@@ -91,9 +110,13 @@ impl Sampler {
         let mut ticks_now = HashMap::new();
         let mut pss_now = HashMap::new();
         let mut out = Vec::new();
-        let index = TreeIndex::new(&snap, &self.prefix, &mut self.markers);
-        for t in targets {
-            let pids = tree_of(&snap, &index, t);
+        let index = (!cgroup_only).then(|| TreeIndex::new(&snap, &self.prefix, &mut self.markers));
+        let mut commands = HashMap::new();
+        for (i, t) in targets.iter().enumerate() {
+            let pids = match &index {
+                Some(index) => tree_of(&snap, index, t),
+                None => members.get(i).cloned().unwrap_or_default(),
+            };
             let mut s = Sample {
                 run: t.run,
                 service: t.service.clone(),
@@ -126,10 +149,15 @@ impl Sampler {
                 };
                 s.rss_bytes += p.rss_bytes;
                 s.pss_bytes += pss.unwrap_or(p.rss_bytes);
+                let command = match self.commands.remove(&key) {
+                    Some(c) => c,
+                    None => command_of(p),
+                };
+                commands.insert(key, command.clone());
                 s.procs.push(ProcInfo {
                     pid: p.pid,
                     ppid: p.ppid,
-                    command: command_of(p),
+                    command,
                     rss_bytes: p.rss_bytes,
                     pss_bytes: pss,
                 });
@@ -146,6 +174,7 @@ impl Sampler {
         }
         self.prev_ticks = ticks_now;
         self.pss_cache = pss_now;
+        self.commands = commands;
         self.prev_at = Some(now);
         out
     }

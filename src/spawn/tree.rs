@@ -97,6 +97,21 @@ impl Snapshot {
         Snapshot { procs }
     }
 
+    /// Just these processes (those still there).
+    pub fn of(pids: impl IntoIterator<Item = i32>) -> Snapshot {
+        let page = page_size();
+        let procs = pids
+            .into_iter()
+            .filter_map(|pid| {
+                fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .ok()
+                    .and_then(|t| parse_stat(&t, page))
+                    .map(|p| (pid, p))
+            })
+            .collect();
+        Snapshot { procs }
+    }
+
     pub fn children_of(&self) -> HashMap<i32, Vec<i32>> {
         let mut map: HashMap<i32, Vec<i32>> = HashMap::new();
         for p in self.procs.values() {
