@@ -86,11 +86,24 @@ pub struct EnvVar {
     pub source: EnvSource,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Probe {
     Http(String),
     Tcp(String),
+}
+
+/// As `{"http": URL}` / `{"tcp": ADDR}`, with a URL's password masked: `show` prints it.
+impl Serialize for Probe {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let (k, v) = match self {
+            Probe::Http(u) => ("http", u),
+            Probe::Tcp(a) => ("tcp", a),
+        };
+        let mut m = s.serialize_map(Some(1))?;
+        m.serialize_entry(k, &super::secrets::mask_url_passwords(v))?;
+        m.end()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -140,11 +153,23 @@ pub struct ServiceSpec {
     pub name: String,
     /// As written, or resolved against the config folder when it contains a `/`.
     pub command: String,
+    /// What the child gets; never shown (see `shown_args`).
+    #[serde(skip_serializing)]
     pub args: Vec<String>,
+    /// `args` as they may be shown (`show`, the spawn event, logs, stderr): interpolated
+    /// secret variables and URL passwords masked.
+    #[serde(rename = "args")]
+    pub shown_args: Vec<String>,
     pub cwd: PathBuf,
     /// The declared environment after `inherit_env`, `env_file` and `env`, interpolated.
-    /// The supervisor's own markers are added at spawn.
+    /// The supervisor's own markers are added at spawn. Serialized as its keys only: values
+    /// have their own verb, `lmctl env`, which masks secrets.
+    #[serde(serialize_with = "env_keys")]
     pub env: BTreeMap<String, EnvVar>,
+    /// How variables that use a secret through `${...}` are shown (`URL = "x?t=${TOKEN}"`):
+    /// only those whose shown form differs from the value.
+    #[serde(skip)]
+    pub shown_env: BTreeMap<String, String>,
     pub required_env: Vec<String>,
     pub autostart: bool,
     pub depends_on: BTreeMap<String, DepCondition>,
@@ -164,7 +189,22 @@ pub struct ServiceSpec {
     pub stop_timeout: Duration,
 }
 
+fn env_keys<S: serde::Serializer>(env: &BTreeMap<String, EnvVar>, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(env.keys())
+}
+
 impl ServiceSpec {
+    /// How `lmctl env` shows variable `key` with `value` (the spawned one may differ from the
+    /// spec's after a reload): (text, whether something was masked).
+    pub fn shown_env_value(&self, key: &str, value: &str, extra: &[String]) -> (String, bool) {
+        if let (Some(shown), Some(v)) = (self.shown_env.get(key), self.env.get(key)) {
+            if v.value == value && !super::secrets::is_secret_name(key, extra) {
+                return (super::secrets::mask_url_passwords(shown).into_owned(), true);
+            }
+        }
+        super::secrets::shown_value(key, value, extra)
+    }
+
     /// True when `other` would run a different process: what `reload` restarts for.
     /// `autostart` and `depends_on` only steer the supervisor, so they do not count.
     pub fn process_differs(&self, other: &ServiceSpec) -> bool {

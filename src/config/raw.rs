@@ -1,4 +1,7 @@
-//! Serde mirror of `supervisor.toml`: unknown keys are errors, spans kept for messages.
+//! Serde mirror of `supervisor.toml`, spans kept for messages. Unknown keys are errors, but
+//! found by `keys::unknown_keys` (every one of them) rather than by serde's
+//! `deny_unknown_fields` (which stops at the first). Numbers are read as `i64` so a value out
+//! of range gets the range of its key (`schema`) rather than serde's "expected u32".
 
 use std::collections::BTreeMap;
 
@@ -6,7 +9,6 @@ use serde::Deserialize;
 use toml::Spanned;
 
 #[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
 pub struct RawFile {
     #[serde(default)]
     pub supervisor: RawSupervisor,
@@ -17,7 +19,6 @@ pub struct RawFile {
 }
 
 #[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
 pub struct RawSupervisor {
     pub state_dir: Option<Spanned<String>>,
     pub socket: Option<Spanned<String>>,
@@ -29,11 +30,10 @@ pub struct RawSupervisor {
 }
 
 #[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
 pub struct RawLogs {
     pub timestamp: Option<Spanned<String>>,
     pub max_size: Option<Spanned<String>>,
-    pub keep: Option<u32>,
+    pub keep: Option<Spanned<i64>>,
     pub max_line: Option<Spanned<String>>,
 }
 
@@ -76,7 +76,6 @@ impl OneOrMany {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawService {
     pub command: Spanned<String>,
     #[serde(default)]
@@ -96,17 +95,16 @@ pub struct RawService {
     pub health: Option<Spanned<RawHealth>>,
     pub watchdog: Option<Spanned<String>>,
     pub restart: Option<Spanned<String>>,
-    pub stop_exit_codes: Option<Vec<i32>>,
+    pub stop_exit_codes: Option<Vec<Spanned<i64>>>,
     pub backoff: Option<RawBackoff>,
     pub min_uptime: Option<Spanned<String>>,
-    pub max_restarts: Option<u32>,
+    pub max_restarts: Option<Spanned<i64>>,
     pub max_memory: Option<Spanned<String>>,
     pub stop_signal: Option<Spanned<String>>,
     pub stop_timeout: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawReady {
     pub notify: Option<bool>,
     pub http: Option<Spanned<String>>,
@@ -115,18 +113,16 @@ pub struct RawReady {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawHealth {
     pub http: Option<Spanned<String>>,
     pub tcp: Option<Spanned<String>>,
     pub interval: Option<Spanned<String>>,
     pub timeout: Option<Spanned<String>>,
-    pub retries: Option<u32>,
+    pub retries: Option<Spanned<i64>>,
     pub start_period: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawBackoff {
     pub initial: Option<Spanned<String>>,
     pub max: Option<Spanned<String>>,

@@ -16,7 +16,7 @@ use super::state::{next_restart, wants_restart, AfterStop, Run, State};
 use super::{Msg, ProbeKind};
 use crate::config::{self, Config, DepCondition, EnvVar, ServiceSpec};
 use crate::control::proto::{
-    is_secret_key, EnvEntry, ExitInfo, ReloadDiff, Request, Response, ServiceDetail, ServiceStatus,
+    EnvEntry, ExitInfo, ReloadDiff, Request, Response, ServiceDetail, ServiceStatus,
 };
 use crate::logs::{pump, LogHandle, Stream};
 use crate::probe;
@@ -625,7 +625,7 @@ impl Actor {
                 });
                 let ready = s.spec.ready.clone();
                 let cmdline = std::iter::once(s.spec.command.as_str())
-                    .chain(s.spec.args.iter().map(String::as_str))
+                    .chain(s.spec.shown_args.iter().map(String::as_str))
                     .collect::<Vec<_>>()
                     .join(" ");
                 match ready {
@@ -1458,14 +1458,14 @@ impl Actor {
                     let vars = env
                         .iter()
                         .map(|(k, v)| {
-                            let masked = !reveal && is_secret_key(k, extra);
+                            let (value, masked) = if reveal {
+                                (v.value.clone(), false)
+                            } else {
+                                s.spec.shown_env_value(k, &v.value, extra)
+                            };
                             EnvEntry {
                                 key: k.clone(),
-                                value: if masked {
-                                    "********".into()
-                                } else {
-                                    v.value.clone()
-                                },
+                                value,
                                 source: v.source.clone(),
                                 masked,
                             }
