@@ -189,11 +189,77 @@ pub struct ServiceSpec {
     pub stop_timeout: Duration,
 }
 
+/// A secret shorter than this is not searched for in free text: masking every "1" of a
+/// process list would hide everything and protect nothing.
+const MIN_REDACTED: usize = 4;
+
 fn env_keys<S: serde::Serializer>(env: &BTreeMap<String, EnvVar>, s: S) -> Result<S::Ok, S::Error> {
     s.collect_seq(env.keys())
 }
 
 impl ServiceSpec {
+    /// `text` (a command line read from `/proc`, say) with this service's secrets masked:
+    /// each argument that is shown masked, the values of its secret variables, and URL
+    /// passwords.
+    pub fn redact(&self, text: &str, extra: &[String]) -> String {
+        use super::secrets::{is_secret_name, mask_url_passwords, MASK};
+        let mut pairs: Vec<(&str, &str)> = self
+            .args
+            .iter()
+            .zip(&self.shown_args)
+            .filter(|(a, s)| a != s && a.len() >= MIN_REDACTED)
+            .map(|(a, s)| (a.as_str(), s.as_str()))
+            .collect();
+        for (k, v) in &self.env {
+            if v.value.len() >= MIN_REDACTED && is_secret_name(k, extra) {
+                pairs.push((v.value.as_str(), MASK));
+            }
+        }
+        // Longest first, so a secret inside a longer argument is replaced as a whole.
+        pairs.sort_by_key(|(a, _)| std::cmp::Reverse(a.len()));
+        let (body, cut) = match text.strip_suffix('…') {
+            Some(b) => (b, true),
+            None => (text, false),
+        };
+        let mut out = body.to_string();
+        for (a, s) in &pairs {
+            if out.contains(a) {
+                out = out.replace(a, s);
+            }
+        }
+        // A line cut short (`…`) may end inside a secret: mask that partial tail too.
+        if cut {
+            let partial = pairs
+                .iter()
+                .filter_map(|(a, _)| {
+                    (1..a.len().min(out.len()) + 1)
+                        .rev()
+                        .find(|&n| a.is_char_boundary(n) && out.ends_with(&a[..n]))
+                })
+                .max();
+            if let Some(n) = partial {
+                out.truncate(out.len() - n);
+                out.push_str(MASK);
+            }
+            out.push('…');
+        }
+        mask_url_passwords(&out).into_owned()
+    }
+
+    /// The process list of `lmctl show`, command lines redacted.
+    pub fn redact_procs(
+        &self,
+        procs: &[crate::control::proto::ProcInfo],
+    ) -> Vec<crate::control::proto::ProcInfo> {
+        procs
+            .iter()
+            .map(|p| crate::control::proto::ProcInfo {
+                command: self.redact(&p.command, &[]),
+                ..p.clone()
+            })
+            .collect()
+    }
+
     /// How `lmctl env` shows variable `key` with `value` (the spawned one may differ from the
     /// spec's after a reload): (text, whether something was masked).
     pub fn shown_env_value(&self, key: &str, value: &str, extra: &[String]) -> (String, bool) {

@@ -506,3 +506,22 @@ command = "/bin/sh"
         );
     }
 }
+
+#[test]
+fn command_lines_from_proc_are_redacted_even_when_cut() {
+    let c = check(
+        "[services.a]\ncommand = \"x\"\nenv = { API_TOKEN = \"tok-123456\" }\nargs = [\"--token=${API_TOKEN}\", \"-v\"]\n",
+    )
+    .unwrap();
+    let a = &c.services["a"];
+    assert_eq!(
+        a.redact("x --token=tok-123456 -v", &[]),
+        "x --token=******** -v"
+    );
+    assert_eq!(a.redact("x --token=tok-12…", &[]), "x ********…");
+    assert_eq!(
+        a.redact("x mysql://u:p@h/ …", &[]),
+        "x mysql://u:********@h/ …"
+    );
+    assert_eq!(a.redact("x -v", &[]), "x -v");
+}

@@ -1665,7 +1665,9 @@ impl Actor {
         Some(ServiceDetail {
             status,
             config: cfg,
-            tree: sample.map(|x| x.procs.clone()).unwrap_or_default(),
+            tree: sample
+                .map(|x| s.spec.redact_procs(&x.procs))
+                .unwrap_or_default(),
             memory,
             exits: s.exits.iter().cloned().collect(),
             probes: s.probes.iter().cloned().collect(),

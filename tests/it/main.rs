@@ -13,5 +13,6 @@ mod incidents;
 mod lifecycle;
 mod logs;
 mod readiness;
+mod robustness;
 mod systemd_unit;
 mod tree;
