@@ -949,11 +949,22 @@ fn command_check(spec: &ServiceSpec) -> Result<(), String> {
         }
     }
     Err(match why {
-        Some(w) => format!("command `{c}` of service `{}` cannot be executed ({w})", spec.name),
-        None => format!(
-            "command `{c}` of service `{}` is not found in its PATH ({path}); install it, give a path, or add its folder to PATH (env or inherit_env)",
+        Some(w) => format!(
+            "command `{c}` of service `{}` cannot be executed ({w})",
             spec.name
         ),
+        None => {
+            // A long PATH would drown the message; say how long it is instead.
+            let shown = if path.len() <= 80 {
+                path.to_string()
+            } else {
+                format!("{} folders", path.split(':').count())
+            };
+            format!(
+                "command `{c}` of service `{}` is not found in its PATH ({shown}); install it, give a path, or add its folder to PATH (env or inherit_env)",
+                spec.name
+            )
+        }
     })
 }
 
