@@ -5,6 +5,7 @@ mod harness;
 
 mod chromium;
 mod config_errors;
+mod config_fuzz;
 mod control;
 mod edges;
 mod env_exact;
