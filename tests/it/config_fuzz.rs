@@ -43,7 +43,11 @@ fn env_files() -> Vec<&'static str> {
 
 fn fixtures(dir: &Path) {
     let mode = nix::sys::stat::Mode::from_bits_truncate(0o600);
-    std::fs::write(dir.join("good.env"), "A=1\nTOKEN=sekret\nURL=mysql://u:p@h/db\n").unwrap();
+    std::fs::write(
+        dir.join("good.env"),
+        "A=1\nTOKEN=sekret\nURL=mysql://u:p@h/db\n",
+    )
+    .unwrap();
     std::fs::write(dir.join("broken.env"), "A=1\nno equals\nB=\"open\n").unwrap();
     nix::unistd::mkfifo(&dir.join("fifo"), mode).unwrap();
     std::os::unix::fs::symlink(dir.join("fifo"), dir.join("fifo-link")).unwrap();
@@ -110,7 +114,8 @@ fn template(vars: usize, services: usize) -> impl Strategy<Value = String> {
     let piece = prop_oneof![
         "[a-z0-9:/@._-]{0,8}",
         (0..vars.max(1)).prop_map(|i| format!("${{V{i}}}")),
-        (0..services.max(1), 0..vars.max(1)).prop_map(|(s, i)| format!("${{services.s{s}.env.V{i}}}")),
+        (0..services.max(1), 0..vars.max(1))
+            .prop_map(|(s, i)| format!("${{services.s{s}.env.V{i}}}")),
         Just("$$".to_string()),
         Just("${".to_string()),
         Just("${services.}".to_string()),
@@ -153,7 +158,10 @@ fn service(i: usize, services: usize) -> impl Strategy<Value = Svc> {
         proptest::collection::vec(template(vars, services), 0..vars),
         proptest::collection::vec(proptest::sample::select(env_files()), 0..3),
         proptest::collection::vec(
-            (0..services.max(1), proptest::sample::select(vec!["started", "ready", "healthy", "soon"])),
+            (
+                0..services.max(1),
+                proptest::sample::select(vec!["started", "ready", "healthy", "soon"]),
+            ),
             0..3,
         ),
         numbers(),
@@ -186,11 +194,38 @@ fn numbers() -> impl Strategy<Value = Vec<(&'static str, String)>> {
             int().prop_map(|n| ("max_restarts", n.to_string())),
             proptest::collection::vec(int(), 0..3).prop_map(|v| (
                 "stop_exit_codes",
-                format!("[{}]", v.iter().map(i64::to_string).collect::<Vec<_>>().join(", "))
+                format!(
+                    "[{}]",
+                    v.iter().map(i64::to_string).collect::<Vec<_>>().join(", ")
+                )
             )),
-            (duration(), duration(), prop_oneof![Just(f64::NAN), Just(0.5), Just(2.0), Just(1e300), any::<f64>()])
-                .prop_map(|(a, b, f)| ("backoff", format!("{{ initial = {}, max = {}, factor = {} }}", q(&a), q(&b), toml_float(f)))),
-            (duration(), int()).prop_map(|(d, r)| ("health", format!("{{ tcp = \"127.0.0.1:1\", interval = {}, retries = {r} }}", q(&d)))),
+            (
+                duration(),
+                duration(),
+                prop_oneof![
+                    Just(f64::NAN),
+                    Just(0.5),
+                    Just(2.0),
+                    Just(1e300),
+                    any::<f64>()
+                ]
+            )
+                .prop_map(|(a, b, f)| (
+                    "backoff",
+                    format!(
+                        "{{ initial = {}, max = {}, factor = {} }}",
+                        q(&a),
+                        q(&b),
+                        toml_float(f)
+                    )
+                )),
+            (duration(), int()).prop_map(|(d, r)| (
+                "health",
+                format!(
+                    "{{ tcp = \"127.0.0.1:1\", interval = {}, retries = {r} }}",
+                    q(&d)
+                )
+            )),
             duration().prop_map(|d| ("ready", format!("{{ notify = true, timeout = {} }}", q(&d)))),
             "\\PC{0,10}".prop_map(|s| ("stop_signal", q(&s))),
             "\\PC{0,10}".prop_map(|s| ("restart", q(&s))),
@@ -230,9 +265,7 @@ fn file() -> impl Strategy<Value = File> {
                 proptest::option::of(size()),
                 proptest::option::of("\\PC{0,12}"),
                 proptest::option::of(duration()),
-                (0..n)
-                    .map(|i| service(i, n))
-                    .collect::<Vec<_>>(),
+                (0..n).map(|i| service(i, n)).collect::<Vec<_>>(),
                 proptest::option::weighted(
                     0.15,
                     proptest::collection::vec((0.0f64..1.0, any::<u8>()), 1..4),
@@ -271,7 +304,11 @@ fn render(f: &File) -> Vec<u8> {
         t.push_str(&format!("timestamp = {}\n", q(s)));
     }
     for s in &f.services {
-        t.push_str(&format!("\n[services.{}]\ncommand = {}\n", q(&s.name), q(&s.command)));
+        t.push_str(&format!(
+            "\n[services.{}]\ncommand = {}\n",
+            q(&s.name),
+            q(&s.command)
+        ));
         t.push_str(&format!(
             "args = [{}]\n",
             s.args.iter().map(|a| q(a)).collect::<Vec<_>>().join(", ")
@@ -279,7 +316,11 @@ fn render(f: &File) -> Vec<u8> {
         if !s.env_file.is_empty() {
             t.push_str(&format!(
                 "env_file = [{}]\n",
-                s.env_file.iter().map(|a| q(a)).collect::<Vec<_>>().join(", ")
+                s.env_file
+                    .iter()
+                    .map(|a| q(a))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ));
         }
         if !s.deps.is_empty() {
@@ -342,10 +383,14 @@ fn one(dir: &Path, cfg_path: &Path, f: &File) -> Result<(), TestCaseError> {
                     prop_assert!(a.len() <= schema::MAX_EXPANDED_VALUE);
                 }
                 for v in s.env.values() {
-                    prop_assert!(v.value.len() <= schema::MAX_EXPANDED_VALUE + schema::MAX_ENV_FILE_BYTES as usize);
+                    prop_assert!(
+                        v.value.len()
+                            <= schema::MAX_EXPANDED_VALUE + schema::MAX_ENV_FILE_BYTES as usize
+                    );
                 }
                 // Nothing secret in what `show` serializes.
-                let json = serde_json::to_string(s).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                let json =
+                    serde_json::to_string(s).map_err(|e| TestCaseError::fail(e.to_string()))?;
                 prop_assert!(!json.contains("sekret"), "{json}");
                 prop_assert!(s.backoff.factor.is_finite());
             }
@@ -361,7 +406,11 @@ fn one(dir: &Path, cfg_path: &Path, f: &File) -> Result<(), TestCaseError> {
                     }
                 } else {
                     // Errors inside env files name a file of the fixture dir.
-                    prop_assert!(d.file.starts_with(dir) || d.file.starts_with("/dev"), "{}", d);
+                    prop_assert!(
+                        d.file.starts_with(dir) || d.file.starts_with("/dev"),
+                        "{}",
+                        d
+                    );
                 }
             }
         }

@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod chaos;
 mod chromium;
 mod config_errors;
 mod config_fuzz;
