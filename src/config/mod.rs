@@ -395,23 +395,20 @@ impl<'a> Validator<'a> {
                 if env.contains_key(key) {
                     continue;
                 }
-                match resolver.var(&name, key) {
-                    Ok(Some(r)) => {
-                        let value = r.value.clone();
-                        if r.shown != r.value && !secrets::is_secret_name(key, &secret_keys) {
-                            p.spec.shown_env.insert(key.clone(), r.shown.clone());
-                        }
-                        let source = match (l.declared.get(key), p.spec.env.get(key)) {
-                            (Some(pieces), _) => EnvSource::Declared {
-                                interpolated: pieces.iter().any(|x| !matches!(x, Piece::Lit(_))),
-                            },
-                            (None, Some(v)) => v.source.clone(),
-                            (None, None) => EnvSource::Inherited,
-                        };
-                        env.insert(key.clone(), EnvVar { value, source });
+                // A failure is reported below, where it started.
+                if let Ok(Some(r)) = resolver.var(&name, key) {
+                    let value = r.value.clone();
+                    if r.shown != r.value && !secrets::is_secret_name(key, &secret_keys) {
+                        p.spec.shown_env.insert(key.clone(), r.shown.clone());
                     }
-                    // Reported below, where the failure started.
-                    Ok(None) | Err(_) => {}
+                    let source = match (l.declared.get(key), p.spec.env.get(key)) {
+                        (Some(pieces), _) => EnvSource::Declared {
+                            interpolated: pieces.iter().any(|x| !matches!(x, Piece::Lit(_))),
+                        },
+                        (None, Some(v)) => v.source.clone(),
+                        (None, None) => EnvSource::Inherited,
+                    };
+                    env.insert(key.clone(), EnvVar { value, source });
                 }
             }
             p.spec.env = env;
