@@ -121,6 +121,16 @@ async fn handle(
     }
     match env.request {
         Request::Logs(req) => serve_logs(stream, req, actor, logs).await,
+        Request::Reload => {
+            // Validated here first, on a blocking thread: a file that cannot load (too big,
+            // too deep, a FIFO as env file...) is answered without ever reaching the actor,
+            // which keeps serving every other request meanwhile.
+            if let Some(errors) = prevalidate(&actor).await {
+                return write(&mut stream, &Response::ConfigErrors { errors }).await;
+            }
+            let resp = ask(&actor, Request::Reload).await;
+            write(&mut stream, &resp).await
+        }
         req => {
             let (tx, rx) = oneshot::channel();
             let resp = if actor.send(Msg::Request { req, reply: tx }).is_err() {
@@ -132,6 +142,50 @@ async fn handle(
             };
             write(&mut stream, &resp).await
         }
+    }
+}
+
+/// How long a reload's validation may take in all (reads are bounded one by one too).
+const LOAD_TIMEOUT: Duration = Duration::from_secs(30);
+
+async fn ask(actor: &mpsc::UnboundedSender<Msg>, req: Request) -> Response {
+    let (tx, rx) = oneshot::channel();
+    if actor.send(Msg::Request { req, reply: tx }).is_err() {
+        return Response::error("SHUTTING_DOWN", "the daemon is shutting down");
+    }
+    rx.await
+        .unwrap_or_else(|_| Response::error("SHUTTING_DOWN", "the daemon is shutting down"))
+}
+
+/// Loads the daemon's config file off the actor; `Some(errors)` when it does not validate.
+async fn prevalidate(actor: &mpsc::UnboundedSender<Msg>) -> Option<Vec<crate::config::Diagnostic>> {
+    let Response::Pong { config, .. } = ask(actor, Request::Ping).await else {
+        // Shutting down or similar: let the actor give its own answer.
+        return None;
+    };
+    let path = std::path::PathBuf::from(config);
+    if !path.exists() {
+        // A path that does not survive being text (not UTF-8): the actor reads its own.
+        return None;
+    }
+    let load = tokio::task::spawn_blocking({
+        let path = path.clone();
+        move || crate::config::load(&path)
+    });
+    match tokio::time::timeout(LOAD_TIMEOUT, load).await {
+        Ok(Ok(Ok(_))) => None,
+        Ok(Ok(Err(errors))) => Some(errors),
+        Ok(Err(e)) => Some(vec![crate::config::Diagnostic::whole_file(
+            &path,
+            format!("validating the config failed ({e}); nothing was changed"),
+        )]),
+        Err(_) => Some(vec![crate::config::Diagnostic::whole_file(
+            &path,
+            format!(
+                "validating the config took longer than {}s; nothing was changed",
+                LOAD_TIMEOUT.as_secs()
+            ),
+        )]),
     }
 }
 
