@@ -42,7 +42,34 @@ pub fn load(path: &Path) -> Result<Config, Vec<Diagnostic>> {
             )]
         })?;
     let env: BTreeMap<String, String> = std::env::vars().collect();
-    validate(path, &text, &env, true)
+    on_big_stack(path, move |p| validate(p, &text, &env, true))
+}
+
+/// The TOML parser recurses once per level of nesting up to its own limit, and in a debug
+/// build that takes more than the 2 MiB a tokio worker has: validation runs on a thread of
+/// its own with room to spare (only the pages used are ever touched), so no file can abort
+/// the caller, whichever thread it is on.
+fn on_big_stack(
+    path: &Path,
+    f: impl FnOnce(&Path) -> Result<Config, Vec<Diagnostic>> + Send + 'static,
+) -> Result<Config, Vec<Diagnostic>> {
+    const STACK: usize = 64 << 20;
+    let owned = path.to_path_buf();
+    let spawned = std::thread::Builder::new()
+        .name("config-load".into())
+        .stack_size(STACK)
+        .spawn(move || f(&owned));
+    match spawned.map(|h| h.join()) {
+        Ok(Ok(r)) => r,
+        Ok(Err(_)) => Err(vec![Diagnostic::whole_file(
+            path,
+            "validating the config failed unexpectedly (a bug: please report it with the file)",
+        )]),
+        Err(e) => Err(vec![Diagnostic::whole_file(
+            path,
+            format!("cannot start a thread to validate the config: {e}"),
+        )]),
+    }
 }
 
 /// Validates config `text` as if read from `path`; `daemon_env` is what `inherit_env` draws on.
@@ -52,7 +79,9 @@ pub fn parse(
     text: &str,
     daemon_env: &BTreeMap<String, String>,
 ) -> Result<Config, Vec<Diagnostic>> {
-    validate(path, text, daemon_env, false)
+    let text = text.to_string();
+    let env = daemon_env.clone();
+    on_big_stack(path, move |p| validate(p, &text, &env, false))
 }
 
 fn validate(

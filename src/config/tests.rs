@@ -525,3 +525,36 @@ fn command_lines_from_proc_are_redacted_even_when_cut() {
     );
     assert_eq!(a.redact("x -v", &[]), "x -v");
 }
+
+/// Nesting is bounded by the TOML parser's recursion limit; what is left under it (tables in
+/// tables, arrays in arrays) must not overflow a worker thread's stack in our own walks.
+#[test]
+fn deep_nesting_is_an_error_not_a_stack_overflow() {
+    let cases = [
+        format!("x = {}{}\n", "[".repeat(100_000), "]".repeat(100_000)),
+        format!("x = {}1{}\n", "{a=".repeat(100_000), "}".repeat(100_000)),
+        format!("[{}]\n", vec!["a"; 100_000].join(".")),
+        // Just under any limit: many levels of dotted tables, of inline tables, of arrays.
+        format!("[{}]\n", vec!["a"; 60].join(".")),
+        format!(
+            "[services.a]\ncommand = \"x\"\nenv = {{ A = {}1{} }}\n",
+            "{b=".repeat(60),
+            "}".repeat(60)
+        ),
+        format!(
+            "[services.a]\ncommand = \"x\"\nargs = {}{}\n",
+            "[".repeat(60),
+            "]".repeat(60)
+        ),
+    ];
+    for text in cases {
+        let res = std::thread::Builder::new()
+            // Less than tokio's worker and blocking threads get (2 MiB).
+            .stack_size(1 << 20)
+            .spawn(move || check(&text).map(|_| ()))
+            .unwrap()
+            .join()
+            .expect("no stack overflow");
+        assert!(res.is_err());
+    }
+}

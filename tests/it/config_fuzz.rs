@@ -254,6 +254,8 @@ struct File {
     services: Vec<Svc>,
     /// Byte damage applied to the rendered text: (position fraction, byte).
     damage: Vec<(f64, u8)>,
+    /// Nested arrays, inline tables or dotted tables this deep, at the end.
+    nesting: Option<(usize, u8)>,
 }
 
 fn file() -> impl Strategy<Value = File> {
@@ -270,10 +272,11 @@ fn file() -> impl Strategy<Value = File> {
                     0.15,
                     proptest::collection::vec((0.0f64..1.0, any::<u8>()), 1..4),
                 ),
+                proptest::option::weighted(0.1, (0usize..5000, 0u8..3)),
             )
         })
         .prop_map(
-            |(keep, max_size, max_line, timestamp, interval, services, damage)| File {
+            |(keep, max_size, max_line, timestamp, interval, services, damage, nesting)| File {
                 keep,
                 max_size,
                 max_line,
@@ -281,6 +284,7 @@ fn file() -> impl Strategy<Value = File> {
                 interval,
                 services,
                 damage: damage.unwrap_or_default(),
+                nesting,
             },
         )
 }
@@ -352,6 +356,20 @@ fn render(f: &File) -> Vec<u8> {
             }
             t.push_str(&format!("C{n} = \"0123456789abcdef\"\n"));
         }
+    }
+    match f.nesting {
+        Some((n, 0)) => t.push_str(&format!(
+            "\n[services.deep]\ncommand = \"sleep\"\nargs = {}{}\n",
+            "[".repeat(n),
+            "]".repeat(n)
+        )),
+        Some((n, 1)) => t.push_str(&format!(
+            "\n[services.deep]\ncommand = \"sleep\"\nenv = {{ A = {}1{} }}\n",
+            "{b=".repeat(n),
+            "}".repeat(n)
+        )),
+        Some((n, _)) => t.push_str(&format!("\n[{}]\n", vec!["a"; n.max(1)].join("."))),
+        None => {}
     }
     let mut bytes = t.into_bytes();
     for (at, b) in &f.damage {
