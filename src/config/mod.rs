@@ -457,7 +457,15 @@ impl<'a> Validator<'a> {
             let mut probe = |v: &mut Self, x: &Option<(ProbeKind, Vec<Piece>, Range<usize>)>| {
                 let (kind, pieces, span) = x.as_ref()?;
                 match resolver.render(&name, None, pieces) {
-                    Ok(target) => Some(v.probe(*kind, target.value, span.clone())),
+                    Ok(target) => {
+                        let probe = v.probe(*kind, target.value, span.clone())?;
+                        // What `show` prints: the same probe with its secrets masked.
+                        let shown = match probe {
+                            Probe::Http(_) => Probe::Http(target.shown),
+                            Probe::Tcp(_) => Probe::Tcp(target.shown),
+                        };
+                        Some(Some((probe, shown)))
+                    }
                     Err(f) => {
                         if let Some(m) = f.message("this probe address") {
                             v.err(span.clone(), m);
@@ -469,11 +477,12 @@ impl<'a> Validator<'a> {
             let ready_probe = probe(self, &p.ready_probe).flatten();
             let health_probe = probe(self, &p.health_probe).flatten();
             if let Some(r) = p.spec.ready.as_mut() {
-                r.probe = ready_probe;
+                (r.probe, r.shown_probe) = ready_probe.unzip();
             }
             if let Some(h) = p.spec.health.as_mut() {
-                if let Some(probe) = health_probe {
+                if let Some((probe, shown)) = health_probe {
                     h.probe = probe;
+                    h.shown_probe = shown;
                 }
             }
             for req in &p.required {
@@ -694,6 +703,7 @@ impl<'a> Validator<'a> {
             ReadySpec {
                 notify: r.notify == Some(true),
                 probe: None,
+                shown_probe: None,
                 timeout: self.duration(&r.timeout, &schema::READY_TIMEOUT),
             }
         });
@@ -711,6 +721,7 @@ impl<'a> Validator<'a> {
             }
             HealthSpec {
                 probe: Probe::Tcp(String::new()),
+                shown_probe: Probe::Tcp(String::new()),
                 interval: self.duration(&h.interval, &schema::HEALTH_INTERVAL),
                 timeout: self.duration(&h.timeout, &schema::HEALTH_TIMEOUT),
                 retries: self.count(&h.retries, &schema::HEALTH_RETRIES) as u32,

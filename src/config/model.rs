@@ -109,14 +109,24 @@ impl Serialize for Probe {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ReadySpec {
     pub notify: bool,
+    /// What is probed; never shown (see `shown_probe`).
+    #[serde(skip_serializing)]
     pub probe: Option<Probe>,
+    /// `probe` with interpolated secrets masked: what `show` prints.
+    #[serde(rename = "probe")]
+    pub shown_probe: Option<Probe>,
     #[serde(with = "dur")]
     pub timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct HealthSpec {
+    /// What is probed; never shown (see `shown_probe`).
+    #[serde(skip_serializing)]
     pub probe: Probe,
+    /// `probe` with interpolated secrets masked: what `show` prints.
+    #[serde(rename = "probe")]
+    pub shown_probe: Probe,
     #[serde(with = "dur")]
     pub interval: Duration,
     #[serde(with = "dur")]

@@ -215,6 +215,12 @@ impl Actor {
     }
 
     fn event(&mut self, service: Option<&str>, text: String) {
+        // Events reach supervisor.log, `lmctl logs`, `show` and stderr: no secrets in them
+        // (a probe error quotes its URL, a spawn its arguments).
+        let text = match service.and_then(|n| self.services.get(n)) {
+            Some(s) => s.spec.redact(&text, &self.config.supervisor.secret_keys),
+            None => config::secrets::mask_url_passwords(&text).into_owned(),
+        };
         tracing::info!(service = service.unwrap_or("-"), "{text}");
         if let Some(s) = service.and_then(|n| self.services.get_mut(n)) {
             let stamp = chrono::Local::now().format("%H:%M:%S%.3f");
@@ -1641,6 +1647,7 @@ impl Actor {
 
     fn detail(&self, name: &str) -> Option<ServiceDetail> {
         let s = self.services.get(name)?;
+        let extra = &self.config.supervisor.secret_keys;
         let status = self.status_of(name)?;
         let mut cfg = serde_json::to_value(&s.spec).unwrap_or(serde_json::Value::Null);
         // The env has its own verb with secret masking; keep `show` free of values.
@@ -1669,8 +1676,8 @@ impl Actor {
                 .map(|x| s.spec.redact_procs(&x.procs))
                 .unwrap_or_default(),
             memory,
-            exits: s.exits.iter().cloned().collect(),
-            probes: s.probes.iter().cloned().collect(),
+            exits: s.exits.iter().map(|e| s.spec.redact(e, extra)).collect(),
+            probes: s.probes.iter().map(|p| s.spec.redact(p, extra)).collect(),
             events: s.events.iter().cloned().collect(),
         })
     }

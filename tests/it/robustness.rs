@@ -189,14 +189,20 @@ fn logs_keep_out_of_range_is_a_check_error() {
 /// passwords.
 #[test]
 fn secrets_in_args_are_masked_everywhere_the_supervisor_prints_them() {
-    let d = Daemon::start(
+    // Nothing listens on the probe's port: its failures are events that quote the URL.
+    let port = free_port();
+    let d = Daemon::start(&format!(
         r#"[services.s]
-command = "{helper}"
-args = ["sleep", "--token=${API_TOKEN}", "--pat=${GITHUB_PAT}", "--db=${DATABASE_URL}"]
-env = { API_TOKEN = "tok-VERYSECRET-1", GITHUB_PAT = "ghp_PATSECRET", DATABASE_URL = "mysql://app:hunter2pw@db:3306/lm" }
-"#,
-    );
+command = "{{helper}}"
+args = ["sleep", "--token=${{API_TOKEN}}", "--pat=${{GITHUB_PAT}}", "--db=${{DATABASE_URL}}"]
+env = {{ API_TOKEN = "tok-VERYSECRET-1", GITHUB_PAT = "ghp_PATSECRET", DATABASE_URL = "mysql://app:hunter2pw@db:3306/lm" }}
+health = {{ http = "http://127.0.0.1:{port}/health?token=${{API_TOKEN}}", interval = "100ms", timeout = "100ms", retries = 1000 }}
+"#
+    ));
     d.wait_state("s", "running", Duration::from_secs(10));
+    wait_until("a health probe failure", Duration::from_secs(10), || {
+        d.merged_log().contains("health probe failed")
+    });
     let pid = d.pid("s").expect("pid");
     // The child itself gets the real values.
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
