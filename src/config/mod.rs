@@ -933,7 +933,10 @@ impl<'a> Validator<'a> {
 fn command_check(spec: &ServiceSpec) -> Result<(), String> {
     use std::os::unix::fs::PermissionsExt;
     let executable = |p: &Path| -> Result<(), String> {
-        let meta = std::fs::metadata(p).map_err(|e| e.to_string())?;
+        let meta = std::fs::metadata(p).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => "it does not exist".to_string(),
+            _ => e.to_string(),
+        })?;
         if meta.is_dir() {
             return Err("it is a directory".into());
         }
