@@ -30,9 +30,22 @@ use toml::Spanned;
 
 pub use schema::{DEFAULT_INHERIT, DEFAULT_TIMESTAMP};
 
+/// `lmctl check`: [`load`], with [`Config::warnings`] counted as problems too.
+pub fn check(path: &Path) -> Result<Config, Vec<Diagnostic>> {
+    let c = load(path)?;
+    if c.warnings.is_empty() {
+        Ok(c)
+    } else {
+        Err(c.warnings)
+    }
+}
+
 /// Reads and validates a config, taking inherited variables from this process's environment.
-/// This is the path of `lmctl check`, the daemon's start and every reload: besides what
-/// [`parse`] checks, it reports a `command` that cannot be executed.
+/// This is the path of `lmctl check`, the daemon's start and every reload. Besides what
+/// [`parse`] checks, it looks up every `command`: one that cannot be executed is an error for
+/// `check` but only a warning here (in [`Config::warnings`]), so one service whose binary
+/// is missing does not keep the daemon, and every other service, from starting; it fails at
+/// spawn with the same reason.
 pub fn load(path: &Path) -> Result<Config, Vec<Diagnostic>> {
     let text =
         files::read_text(path, schema::MAX_CONFIG_BYTES, schema::READ_TIMEOUT).map_err(|e| {
@@ -128,6 +141,7 @@ fn validate(
         dir: &dir,
         diags,
         check_commands,
+        warnings: Vec::new(),
         env_files: Default::default(),
         read_budget: schema::READ_BUDGET,
         service: String::new(),
@@ -136,7 +150,10 @@ fn validate(
     if v.diags.is_empty() {
         config.ok_or_else(|| vec![Diagnostic::whole_file(path, "invalid config")])
     } else {
-        Err(finish(v.diags))
+        // Refused anyway: say everything at once.
+        let mut all = v.diags;
+        all.append(&mut v.warnings);
+        Err(finish(all))
     }
 }
 
@@ -163,6 +180,8 @@ struct Validator<'a> {
     diags: Vec<Diagnostic>,
     /// Look each `command` up (as `load` does); `parse` alone does not touch the disk for it.
     check_commands: bool,
+    /// Problems that do not stop the daemon (see [`load`]).
+    warnings: Vec<Diagnostic>,
     /// Env files read so far, by path.
     env_files: std::collections::HashMap<PathBuf, EnvFileRead>,
     /// Time left for reading env files in this load: many slow files must not add up to a
@@ -504,7 +523,8 @@ impl<'a> Validator<'a> {
             p.spec.required_env = p.required.iter().map(|r| r.get_ref().clone()).collect();
             if self.check_commands {
                 if let Err(e) = command_check(&p.spec) {
-                    self.err(p.command_span.clone(), e);
+                    let w = self.map.error(p.command_span.clone(), e);
+                    self.warnings.push(w);
                 }
             }
             services.insert(name, p.spec);
@@ -525,6 +545,7 @@ impl<'a> Validator<'a> {
             logs,
             services,
             start_order,
+            warnings: finish(std::mem::take(&mut self.warnings)),
         })
     }
 

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::Diagnostic;
+
 /// A whole validated `supervisor.toml`.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -15,6 +17,9 @@ pub struct Config {
     pub services: BTreeMap<String, ServiceSpec>,
     /// Service names in dependency order: every service after everything it depends on.
     pub start_order: Vec<String>,
+    /// Problems `lmctl check` reports that do not stop the daemon: a `command` that cannot be
+    /// executed (the service fails at spawn, the others run).
+    pub warnings: Vec<Diagnostic>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

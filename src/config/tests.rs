@@ -422,7 +422,7 @@ mod load_path {
     fn load_in(dir: &Path, text: &str) -> Result<Config, Vec<String>> {
         let file = dir.join("supervisor.toml");
         std::fs::write(&file, text).unwrap();
-        load(&file).map_err(|d| d.iter().map(|d| d.to_string()).collect())
+        super::super::check(&file).map_err(|d| d.iter().map(|d| d.to_string()).collect())
     }
 
     /// Issue 19 defect 4: an env_file that is a FIFO froze check and reload.
@@ -504,6 +504,9 @@ command = "/bin/sh"
             errs[3].contains("command `tool` of service `daemonpath` is not found"),
             "{errs:#?}"
         );
+        // For the daemon (start, reload) they are warnings: the other services still run.
+        let c = load(&dir.path().join("supervisor.toml")).expect("loads");
+        assert_eq!(c.warnings.len(), 4);
     }
 }
 

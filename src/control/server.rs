@@ -125,10 +125,21 @@ async fn handle(
             // Validated here first, on a blocking thread: a file that cannot load (too big,
             // too deep, a FIFO as env file...) is answered without ever reaching the actor,
             // which keeps serving every other request meanwhile.
-            if let Some(errors) = prevalidate(&actor).await {
-                return write(&mut stream, &Response::ConfigErrors { errors }).await;
+            let warnings = match prevalidate(&actor).await {
+                Err(errors) => {
+                    return write(&mut stream, &Response::ConfigErrors { errors }).await;
+                }
+                Ok(w) => w,
+            };
+            let mut resp = ask(&actor, Request::Reload).await;
+            // A command that cannot run does not stop a reload, but the operator hears of it.
+            if let Response::Reload { diff } = &mut resp {
+                diff.warnings.extend(
+                    warnings
+                        .iter()
+                        .map(|w| format!("{w} (its start will fail)")),
+                );
             }
-            let resp = ask(&actor, Request::Reload).await;
             write(&mut stream, &resp).await
         }
         req => {
@@ -157,29 +168,32 @@ async fn ask(actor: &mpsc::UnboundedSender<Msg>, req: Request) -> Response {
         .unwrap_or_else(|_| Response::error("SHUTTING_DOWN", "the daemon is shutting down"))
 }
 
-/// Loads the daemon's config file off the actor; `Some(errors)` when it does not validate.
-async fn prevalidate(actor: &mpsc::UnboundedSender<Msg>) -> Option<Vec<crate::config::Diagnostic>> {
+/// Loads the daemon's config file off the actor: its warnings, or every error when it does
+/// not validate.
+async fn prevalidate(
+    actor: &mpsc::UnboundedSender<Msg>,
+) -> Result<Vec<crate::config::Diagnostic>, Vec<crate::config::Diagnostic>> {
     let Response::Pong { config, .. } = ask(actor, Request::Ping).await else {
         // Shutting down or similar: let the actor give its own answer.
-        return None;
+        return Ok(Vec::new());
     };
     let path = std::path::PathBuf::from(config);
     if !path.exists() {
         // A path that does not survive being text (not UTF-8): the actor reads its own.
-        return None;
+        return Ok(Vec::new());
     }
     let load = tokio::task::spawn_blocking({
         let path = path.clone();
         move || crate::config::load(&path)
     });
     match tokio::time::timeout(LOAD_TIMEOUT, load).await {
-        Ok(Ok(Ok(_))) => None,
-        Ok(Ok(Err(errors))) => Some(errors),
-        Ok(Err(e)) => Some(vec![crate::config::Diagnostic::whole_file(
+        Ok(Ok(Ok(c))) => Ok(c.warnings),
+        Ok(Ok(Err(errors))) => Err(errors),
+        Ok(Err(e)) => Err(vec![crate::config::Diagnostic::whole_file(
             &path,
             format!("validating the config failed ({e}); nothing was changed"),
         )]),
-        Err(_) => Some(vec![crate::config::Diagnostic::whole_file(
+        Err(_) => Err(vec![crate::config::Diagnostic::whole_file(
             &path,
             format!(
                 "validating the config took longer than {}s; nothing was changed",

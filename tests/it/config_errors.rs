@@ -146,4 +146,12 @@ fn check_reports_commands_that_cannot_run() {
         ),
         "{text}"
     );
+    // The daemon still starts the others (a missing binary of one service must not keep
+    // the whole stack down at boot), and a reload says which ones will fail.
+    let mut d = d;
+    d.spawn();
+    d.wait_state("ok", "running", std::time::Duration::from_secs(10));
+    let out = d.ok(&["reload"]);
+    assert!(out.contains("`gone` is not found in its PATH"), "{out}");
+    assert!(out.contains("(its start will fail)"), "{out}");
 }
