@@ -351,7 +351,7 @@ impl<'a> Validator<'a> {
             state_dir,
             socket,
             resource_interval,
-            reap_orphans: sup.reap_orphans.unwrap_or(true),
+            reap_orphans: sup.reap_orphans.unwrap_or(schema::DEFAULT_REAP_ORPHANS),
             cgroups,
             secret_keys: sup.secret_keys.clone().unwrap_or_default(),
         };
@@ -836,7 +836,7 @@ impl<'a> Validator<'a> {
             cwd,
             env: sources,
             required_env: Vec::new(),
-            autostart: svc.autostart.unwrap_or(true),
+            autostart: svc.autostart.unwrap_or(schema::DEFAULT_AUTOSTART),
             depends_on,
             ready,
             health,

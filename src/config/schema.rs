@@ -193,6 +193,8 @@ pub const DEFAULT_STATE_DIR: &str = "var";
 pub const DEFAULT_INHERIT: [&str; 3] = ["PATH", "HOME", "LANG"];
 pub const DEFAULT_TIMESTAMP: &str = "%Y-%m-%dT%H:%M:%S%.3f%:z";
 pub const DEFAULT_STOP_SIGNAL: &str = "SIGTERM";
+pub const DEFAULT_REAP_ORPHANS: bool = true;
+pub const DEFAULT_AUTOSTART: bool = true;
 
 // Fixed limits of the loader. They bound the work and memory of `check` and `reload`, so
 // a hostile or broken file is refused with a message instead of taking the daemon down.
