@@ -38,6 +38,7 @@ fn env_files() -> Vec<&'static str> {
         "-missing.env",
         "-fifo",
         "binary.env",
+        "rand.env",
     ]
 }
 
@@ -256,6 +257,8 @@ struct File {
     damage: Vec<(f64, u8)>,
     /// Nested arrays, inline tables or dotted tables this deep, at the end.
     nesting: Option<(usize, u8)>,
+    /// What `rand.env` holds for this case: dotenv-ish lines with hostile bits.
+    env_text: String,
 }
 
 fn file() -> impl Strategy<Value = File> {
@@ -273,10 +276,31 @@ fn file() -> impl Strategy<Value = File> {
                     proptest::collection::vec((0.0f64..1.0, any::<u8>()), 1..4),
                 ),
                 proptest::option::weighted(0.1, (0usize..5000, 0u8..3)),
+                proptest::collection::vec(
+                    prop_oneof![
+                        "[A-Z_]{1,8}=\\PC{0,20}",
+                        "export [A-Z]{1,4} = \"[^\"]{0,10}\"?",
+                        "[A-Z]{1,4}='[^']{0,10}'?",
+                        "\\PC{0,30}",
+                        Just("TOKEN=sekret".to_string()),
+                    ],
+                    0..8,
+                )
+                .prop_map(|l| l.join("\n")),
             )
         })
         .prop_map(
-            |(keep, max_size, max_line, timestamp, interval, services, damage, nesting)| File {
+            |(
+                keep,
+                max_size,
+                max_line,
+                timestamp,
+                interval,
+                services,
+                damage,
+                nesting,
+                env_text,
+            )| File {
                 keep,
                 max_size,
                 max_line,
@@ -285,6 +309,7 @@ fn file() -> impl Strategy<Value = File> {
                 services,
                 damage: damage.unwrap_or_default(),
                 nesting,
+                env_text,
             },
         )
 }
@@ -385,6 +410,8 @@ fn render(f: &File) -> Vec<u8> {
 fn one(dir: &Path, cfg_path: &Path, f: &File) -> Result<(), TestCaseError> {
     let bytes = render(f);
     std::fs::write(cfg_path, &bytes).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    std::fs::write(dir.join("rand.env"), &f.env_text)
+        .map_err(|e| TestCaseError::fail(e.to_string()))?;
     let t = Instant::now();
     let result = config::load(cfg_path);
     let took = t.elapsed();
