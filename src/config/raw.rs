@@ -38,13 +38,47 @@ pub struct RawLogs {
 }
 
 /// A scalar env value: TOML users write `PORT = 3001` as often as `PORT = "3001"`.
-#[derive(Debug, Deserialize, Clone)]
-#[serde(untagged)]
+/// Deserialized by hand: serde's untagged enums answer anything else with "data did not
+/// match any variant of untagged enum RawScalar".
+#[derive(Debug, Clone)]
 pub enum RawScalar {
     Str(String),
     Int(i64),
     Float(f64),
     Bool(bool),
+}
+
+impl<'de> Deserialize<'de> for RawScalar {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = RawScalar;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string, a number or a boolean (an environment variable's value)")
+            }
+            fn visit_str<E>(self, s: &str) -> Result<RawScalar, E> {
+                Ok(RawScalar::Str(s.to_string()))
+            }
+            fn visit_string<E>(self, s: String) -> Result<RawScalar, E> {
+                Ok(RawScalar::Str(s))
+            }
+            fn visit_i64<E>(self, i: i64) -> Result<RawScalar, E> {
+                Ok(RawScalar::Int(i))
+            }
+            fn visit_u64<E: serde::de::Error>(self, u: u64) -> Result<RawScalar, E> {
+                i64::try_from(u)
+                    .map(RawScalar::Int)
+                    .map_err(|_| E::custom("number too large; quote it as a string"))
+            }
+            fn visit_f64<E>(self, f: f64) -> Result<RawScalar, E> {
+                Ok(RawScalar::Float(f))
+            }
+            fn visit_bool<E>(self, b: bool) -> Result<RawScalar, E> {
+                Ok(RawScalar::Bool(b))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 impl RawScalar {
@@ -59,11 +93,36 @@ impl RawScalar {
 }
 
 /// `env_file = ".env"` or `env_file = [".env", "-optional.env"]`.
-#[derive(Debug, Deserialize, Clone)]
-#[serde(untagged)]
+#[derive(Debug, Clone)]
 pub enum OneOrMany {
     One(String),
     Many(Vec<String>),
+}
+
+impl<'de> Deserialize<'de> for OneOrMany {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = OneOrMany;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a file name or a list of file names")
+            }
+            fn visit_str<E>(self, s: &str) -> Result<OneOrMany, E> {
+                Ok(OneOrMany::One(s.to_string()))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<OneOrMany, A::Error> {
+                let mut v = Vec::new();
+                while let Some(s) = seq.next_element::<String>()? {
+                    v.push(s);
+                }
+                Ok(OneOrMany::Many(v))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 impl OneOrMany {

@@ -561,3 +561,28 @@ fn deep_nesting_is_an_error_not_a_stack_overflow() {
         assert!(res.is_err());
     }
 }
+
+#[test]
+fn wrong_value_types_say_what_was_expected() {
+    expect_errors(
+        "[services.a]\ncommand = \"x\"\nenv = { A = [1] }\n",
+        &["S:3:13: invalid type: sequence, expected a string, a number or a boolean"],
+    );
+    expect_errors(
+        "[services.a]\ncommand = \"x\"\nenv_file = 3\n",
+        &["S:3:12: invalid type: integer `3`, expected a file name or a list of file names"],
+    );
+    let c = check(
+        "[services.a]\ncommand = \"x\"\nenv = { P = 3001, Q = true, R = 1.5 }\nenv_file = []\n",
+    )
+    .unwrap();
+    let env = &c.services["a"].env;
+    assert_eq!(
+        (
+            env["P"].value.as_str(),
+            env["Q"].value.as_str(),
+            env["R"].value.as_str()
+        ),
+        ("3001", "true", "1.5")
+    );
+}
