@@ -151,6 +151,11 @@ fn check_reports_commands_that_cannot_run() {
     let mut d = d;
     d.spawn();
     d.wait_state("ok", "running", std::time::Duration::from_secs(10));
+    let log = d.merged_log();
+    assert!(
+        log.contains("warning: ") && log.contains("`gone` is not found in its PATH"),
+        "{log}"
+    );
     let out = d.ok(&["reload"]);
     assert!(out.contains("`gone` is not found in its PATH"), "{out}");
     assert!(out.contains("(its start will fail)"), "{out}");
