@@ -122,16 +122,32 @@ async fn handle(
     match env.request {
         Request::Logs(req) => serve_logs(stream, req, actor, logs).await,
         Request::Reload => {
-            // Validated here first, on a blocking thread: a file that cannot load (too big,
-            // too deep, a FIFO as env file...) is answered without ever reaching the actor,
-            // which keeps serving every other request meanwhile.
-            let warnings = match prevalidate(&actor).await {
+            // Read and validated here, on a blocking thread, and handed to the actor whole: a
+            // file that cannot load (too big, too deep, a FIFO as env file...) never reaches
+            // it, and a big one does not stall it.
+            let loaded = match load_off_actor(&actor).await {
                 Err(errors) => {
                     return write(&mut stream, &Response::ConfigErrors { errors }).await;
                 }
-                Ok(w) => w,
+                Ok(c) => c,
             };
-            let mut resp = ask(&actor, Request::Reload).await;
+            let Some(config) = loaded else {
+                let resp = ask(&actor, Request::Reload).await;
+                return write(&mut stream, &resp).await;
+            };
+            let warnings = config.warnings.clone();
+            let (tx, rx) = oneshot::channel();
+            let msg = Msg::ReloadWith {
+                config: Box::new(config),
+                reply: tx,
+            };
+            let mut resp = if actor.send(msg).is_err() {
+                Response::error("SHUTTING_DOWN", "the daemon is shutting down")
+            } else {
+                rx.await.unwrap_or_else(|_| {
+                    Response::error("SHUTTING_DOWN", "the daemon is shutting down")
+                })
+            };
             // A command that cannot run does not stop a reload, but the operator hears of it.
             if let Response::Reload { diff } = &mut resp {
                 diff.warnings.extend(
@@ -168,26 +184,26 @@ async fn ask(actor: &mpsc::UnboundedSender<Msg>, req: Request) -> Response {
         .unwrap_or_else(|_| Response::error("SHUTTING_DOWN", "the daemon is shutting down"))
 }
 
-/// Loads the daemon's config file off the actor: its warnings, or every error when it does
-/// not validate.
-async fn prevalidate(
+/// Loads the daemon's config file on a blocking thread: the config, or every error when it
+/// does not validate; `Ok(None)` when the actor should read it itself.
+async fn load_off_actor(
     actor: &mpsc::UnboundedSender<Msg>,
-) -> Result<Vec<crate::config::Diagnostic>, Vec<crate::config::Diagnostic>> {
+) -> Result<Option<crate::config::Config>, Vec<crate::config::Diagnostic>> {
     let Response::Pong { config, .. } = ask(actor, Request::Ping).await else {
         // Shutting down or similar: let the actor give its own answer.
-        return Ok(Vec::new());
+        return Ok(None);
     };
     let path = std::path::PathBuf::from(config);
     if !path.exists() {
         // A path that does not survive being text (not UTF-8): the actor reads its own.
-        return Ok(Vec::new());
+        return Ok(None);
     }
     let load = tokio::task::spawn_blocking({
         let path = path.clone();
         move || crate::config::load(&path)
     });
     match tokio::time::timeout(LOAD_TIMEOUT, load).await {
-        Ok(Ok(Ok(c))) => Ok(c.warnings),
+        Ok(Ok(Ok(c))) => Ok(Some(c)),
         Ok(Ok(Err(errors))) => Err(errors),
         Ok(Err(e)) => Err(vec![crate::config::Diagnostic::whole_file(
             &path,

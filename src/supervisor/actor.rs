@@ -337,8 +337,16 @@ impl Actor {
             Msg::Reload if self.shutting_down => {
                 self.event(None, "SIGHUP ignored: the daemon is shutting down".into());
             }
+            Msg::ReloadWith { config, reply } => {
+                let resp = if self.shutting_down {
+                    Response::error("SHUTTING_DOWN", "the daemon is shutting down")
+                } else {
+                    self.reload(Some(*config))
+                };
+                let _ = reply.send(resp);
+            }
             Msg::Reload => {
-                let resp = self.reload();
+                let resp = self.reload(None);
                 if let Response::ConfigErrors { errors } = resp {
                     for e in errors {
                         self.event(None, format!("reload refused: {e}"));
@@ -1451,7 +1459,7 @@ impl Actor {
                     Response::Done { lines }
                 }
             },
-            Request::Reload => self.reload(),
+            Request::Reload => self.reload(None),
             Request::Env { service, reveal } => match self.services.get(&service) {
                 None => self.unknown(&service),
                 Some(s) => {
@@ -1682,15 +1690,16 @@ impl Actor {
         })
     }
 
-    fn reload(&mut self) -> Response {
+    /// `loaded`: the config read and validated off the actor; None reads it here.
+    fn reload(&mut self, loaded: Option<Config>) -> Response {
         self.systemd.reloading();
-        let resp = self.apply_reload();
+        let resp = self.apply_reload(loaded);
         self.ready_sent = false;
         resp
     }
 
-    fn apply_reload(&mut self) -> Response {
-        let new = match config::load(&self.config.file) {
+    fn apply_reload(&mut self, loaded: Option<Config>) -> Response {
+        let new = match loaded.map_or_else(|| config::load(&self.config.file), Ok) {
             Ok(c) => c,
             Err(errors) => return Response::ConfigErrors { errors },
         };

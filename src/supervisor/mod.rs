@@ -60,6 +60,12 @@ pub enum Msg {
     Terminate,
     /// SIGHUP to the daemon.
     Reload,
+    /// `lmctl reload` with the config already read and validated off the actor (by the
+    /// control server), so a slow or big file never stalls the actor.
+    ReloadWith {
+        config: Box<crate::config::Config>,
+        reply: oneshot::Sender<Response>,
+    },
     /// The systemd watchdog task checks the actor is alive.
     Alive(oneshot::Sender<()>),
     /// Does this service exist (for `logs`)?

@@ -251,3 +251,61 @@ fn silent_and_half_clients_do_not_hold_the_daemon() {
         assert!(text.contains("TIMEOUT"), "{text:?}");
     }
 }
+
+/// A reload's file is read and validated off the actor: while a big config loads, `status`
+/// keeps answering at once (it used to wait for the whole load).
+#[test]
+fn status_answers_while_a_big_reload_is_validated() {
+    let d = Daemon::start(BASE);
+    d.wait_state("s", "running", Duration::from_secs(10));
+    let mut body = String::from(BASE);
+    for i in 0..8000 {
+        body.push_str(&format!(
+            "[services.x{i}]\ncommand = \"{{helper}}\"\nautostart = false\nenv = {{ PORT = \"{i}\", URL = \"http://127.0.0.1:${{PORT}}/\" }}\n"
+        ));
+    }
+    d.write_config(&body);
+    let start = Instant::now();
+    let reload = Started(
+        Command::new(LMCTL)
+            .arg("--config")
+            .arg(&d.config)
+            .arg("reload")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn lmctl reload"),
+    );
+    let mut reload = reload;
+    let mut during = Vec::new();
+    loop {
+        let t = Instant::now();
+        d.ok(&["status"]);
+        let took = t.elapsed();
+        if matches!(reload.0.try_wait(), Ok(Some(_))) {
+            break;
+        }
+        during.push(took);
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "reload never finished"
+        );
+    }
+    let total = start.elapsed();
+    assert!(matches!(reload.0.wait().map(|s| s.success()), Ok(true)));
+    eprintln!("reload took {total:?}; status during it: {during:?}");
+    if total < Duration::from_millis(1500) {
+        eprintln!("SKIP: the reload was too quick on this machine to watch status meanwhile");
+        return;
+    }
+    // The actor is busy only while applying the new config, not while reading it.
+    let slow = during
+        .iter()
+        .filter(|d| **d > Duration::from_millis(1000))
+        .count();
+    assert!(
+        during.len() >= 3 && slow <= 1,
+        "status waited on the reload: {during:?} (reload {total:?})"
+    );
+}
