@@ -122,40 +122,7 @@ async fn handle(
     match env.request {
         Request::Logs(req) => serve_logs(stream, req, actor, logs).await,
         Request::Reload => {
-            // Read and validated here, on a blocking thread, and handed to the actor whole: a
-            // file that cannot load (too big, too deep, a FIFO as env file...) never reaches
-            // it, and a big one does not stall it.
-            let loaded = match load_off_actor(&actor).await {
-                Err(errors) => {
-                    return write(&mut stream, &Response::ConfigErrors { errors }).await;
-                }
-                Ok(c) => c,
-            };
-            let Some(config) = loaded else {
-                let resp = ask(&actor, Request::Reload).await;
-                return write(&mut stream, &resp).await;
-            };
-            let warnings = config.warnings.clone();
-            let (tx, rx) = oneshot::channel();
-            let msg = Msg::ReloadWith {
-                config: Box::new(config),
-                reply: tx,
-            };
-            let mut resp = if actor.send(msg).is_err() {
-                Response::error("SHUTTING_DOWN", "the daemon is shutting down")
-            } else {
-                rx.await.unwrap_or_else(|_| {
-                    Response::error("SHUTTING_DOWN", "the daemon is shutting down")
-                })
-            };
-            // A command that cannot run does not stop a reload, but the operator hears of it.
-            if let Response::Reload { diff } = &mut resp {
-                diff.warnings.extend(
-                    warnings
-                        .iter()
-                        .map(|w| format!("{w} (its start will fail)")),
-                );
-            }
+            let resp = reload(&actor).await;
             write(&mut stream, &resp).await
         }
         req => {
@@ -170,6 +137,42 @@ async fn handle(
             write(&mut stream, &resp).await
         }
     }
+}
+
+/// One reload at a time: two loads racing could hand the actor an older file last.
+static RELOADING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// `lmctl reload`: the file is read and validated here, on a blocking thread, and handed to
+/// the actor whole. A file that cannot load (too big, too deep, a FIFO as env file...)
+/// never reaches the actor, and a big one does not stall it.
+async fn reload(actor: &mpsc::UnboundedSender<Msg>) -> Response {
+    let _one = RELOADING.lock().await;
+    let config = match load_off_actor(actor).await {
+        Err(errors) => return Response::ConfigErrors { errors },
+        Ok(None) => return ask(actor, Request::Reload).await,
+        Ok(Some(c)) => c,
+    };
+    let warnings = config.warnings.clone();
+    let (tx, rx) = oneshot::channel();
+    let msg = Msg::ReloadWith {
+        config: Box::new(config),
+        reply: tx,
+    };
+    if actor.send(msg).is_err() {
+        return Response::error("SHUTTING_DOWN", "the daemon is shutting down");
+    }
+    let mut resp = rx
+        .await
+        .unwrap_or_else(|_| Response::error("SHUTTING_DOWN", "the daemon is shutting down"));
+    // A command that cannot run does not stop a reload, but the operator hears of it.
+    if let Response::Reload { diff } = &mut resp {
+        diff.warnings.extend(
+            warnings
+                .iter()
+                .map(|w| format!("{w} (its start will fail)")),
+        );
+    }
+    resp
 }
 
 /// How long a reload's validation may take in all (reads are bounded one by one too).

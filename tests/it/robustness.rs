@@ -327,3 +327,33 @@ fn status_answers_while_a_big_reload_is_validated() {
         "status waited on the reload: {during:?} (reload {total:?})"
     );
 }
+
+/// SIGHUP goes the same way as `lmctl reload`: a file that cannot load is refused, said in
+/// the log, and changes nothing.
+#[test]
+fn sighup_with_a_fifo_env_file_is_refused_and_logged() {
+    let d = Daemon::start(BASE);
+    d.wait_state("s", "running", Duration::from_secs(10));
+    let before = d.pid("s");
+    nix::unistd::mkfifo(
+        &d.path("fifo.env"),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .unwrap();
+    d.write_config(&format!("{BASE}env_file = [\"fifo.env\"]\n"));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(d.daemon_pid()),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+    wait_until("the refusal in the log", Duration::from_secs(10), || {
+        d.merged_log().contains("reload refused")
+    });
+    let log = d.merged_log();
+    assert!(
+        log.contains("it is a FIFO (named pipe), not a regular file"),
+        "{log}"
+    );
+    d.ok(&["status"]);
+    assert_eq!(d.pid("s"), before);
+}
