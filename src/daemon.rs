@@ -123,6 +123,11 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         None,
         format!("leadmaster-supervisord {} (pid {me}) starting with {}; process trees tracked by {mechanism}", env!("CARGO_PKG_VERSION"), config.file.display()),
     );
+    // What `lmctl check` reports but does not stop the daemon (a command that cannot run).
+    for w in &config.warnings {
+        tracing::warn!("{w}");
+        logs.event(None, format!("warning: {w}; its start will fail"));
+    }
 
     let socket_path = config.supervisor.socket.clone();
     if let Some(parent) = socket_path.parent() {

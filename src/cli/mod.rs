@@ -241,7 +241,7 @@ fn ask(ctx: &Ctx, req: Request) -> anyhow::Result<Response> {
 }
 
 fn check(ctx: &Ctx, json: bool) -> anyhow::Result<Outcome> {
-    match config::load(&ctx.config) {
+    match config::check(&ctx.config) {
         Ok(c) => {
             if json {
                 println!(

@@ -47,20 +47,30 @@ impl fmt::Display for Diagnostic {
 pub struct SourceMap<'a> {
     pub file: &'a Path,
     text: &'a str,
+    /// Byte offset where each line starts: a lookup is a binary search, so thousands of
+    /// errors in a big file cost no more than reading it once.
+    line_starts: Vec<usize>,
 }
 
 impl<'a> SourceMap<'a> {
     pub fn new(file: &'a Path, text: &'a str) -> Self {
-        SourceMap { file, text }
+        let line_starts = std::iter::once(0)
+            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+            .collect();
+        SourceMap {
+            file,
+            text,
+            line_starts,
+        }
     }
 
     pub fn line_col(&self, offset: usize) -> (usize, usize) {
         let offset = offset.min(self.text.len());
-        let before = self.text.get(..offset).unwrap_or(self.text);
-        let line = before.matches('\n').count() + 1;
-        let line_start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
-        let col = before
-            .get(line_start..)
+        let line = self.line_starts.partition_point(|&s| s <= offset).max(1);
+        let start = self.line_starts[line - 1];
+        let col = self
+            .text
+            .get(start..offset)
             .map(|s| s.chars().count())
             .unwrap_or(0)
             + 1;

@@ -1,6 +1,10 @@
 //! `${NAME}` and `${services.X.env.NAME}` in env values, args and probe addresses.
 
 use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+
+use super::schema::{MAX_EXPANDED_TOTAL, MAX_EXPANDED_VALUE, MAX_INTERPOLATION_DEPTH};
+use super::secrets::{is_secret_name, mask_url_passwords, MASK};
 
 /// One piece of a template string.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,50 +85,148 @@ pub struct Layers {
     pub declared: BTreeMap<String, Vec<Piece>>,
 }
 
+/// A resolved value and how it may be shown: secret variables (by name, see
+/// [`secrets`](super::secrets)) replaced by a mask and URL passwords masked, so a token
+/// passed as `args = ["--token=${API_TOKEN}"]` never reaches a log, `show` or stderr.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Slot {
-    InProgress,
-    Done(Option<String>),
+pub struct Rendered {
+    pub value: String,
+    pub shown: String,
 }
 
-/// Resolves every variable of every service, memoised, with cycle detection.
+#[derive(Debug, Clone)]
+enum Slot {
+    InProgress,
+    Done(Option<Rc<Rendered>>),
+    /// Failed once; the failure is recorded in `errors` where it started.
+    Failed,
+}
+
+/// Why a template could not be rendered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fail {
+    /// A problem in the template itself: report it at the template's position.
+    Msg(String),
+    /// A variable it uses failed; that failure is in [`Resolver::errors`] already.
+    Nested,
+    /// The chain of references is deeper than [`MAX_INTERPOLATION_DEPTH`]; reported by the
+    /// outermost variable (or template) of the chain.
+    TooDeep(Vec<String>),
+}
+
+impl Fail {
+    /// The message for a failure at the top of a chain; None when reported elsewhere.
+    pub fn message(self, what: &str) -> Option<String> {
+        match self {
+            Fail::Msg(m) => Some(m),
+            Fail::Nested => None,
+            Fail::TooDeep(chain) => Some(format!(
+                "{what}: `${{…}}` references nest deeper than {MAX_INTERPOLATION_DEPTH} levels ({} → …); use fewer levels of variables",
+                chain.iter().take(6).map(|n| format!("`{n}`")).collect::<Vec<_>>().join(" → ")
+            )),
+        }
+    }
+}
+
+/// Resolves every variable of every service, memoised, with cycle detection and bounds on
+/// depth and expanded size: recursion never goes deeper than [`MAX_INTERPOLATION_DEPTH`],
+/// one value never grows past [`MAX_EXPANDED_VALUE`], and all values together never past
+/// [`MAX_EXPANDED_TOTAL`] (values that double at each level would otherwise need 2^N bytes).
 pub struct Resolver<'a> {
     layers: &'a BTreeMap<String, Layers>,
     slots: HashMap<(String, String), Slot>,
+    secret_keys: &'a [String],
+    /// Bytes produced so far (values and their shown forms).
+    total: usize,
+    /// (service, variable, message) of every variable that failed where it failed.
+    pub errors: Vec<(String, String, String)>,
 }
 
 impl<'a> Resolver<'a> {
     pub fn new(layers: &'a BTreeMap<String, Layers>) -> Self {
+        Self::with_secrets(layers, &[])
+    }
+
+    pub fn with_secrets(layers: &'a BTreeMap<String, Layers>, secret_keys: &'a [String]) -> Self {
         Resolver {
             layers,
             slots: HashMap::new(),
+            secret_keys,
+            total: 0,
+            errors: Vec::new(),
         }
     }
 
     /// The value of `name` in `service`'s final env; `Ok(None)` when it is not defined.
-    pub fn var(&mut self, service: &str, name: &str) -> Result<Option<String>, String> {
+    pub fn var(&mut self, service: &str, name: &str) -> Result<Option<Rc<Rendered>>, Fail> {
+        self.var_at(service, name, 0)
+    }
+
+    fn var_at(
+        &mut self,
+        service: &str,
+        name: &str,
+        depth: usize,
+    ) -> Result<Option<Rc<Rendered>>, Fail> {
         let key = (service.to_string(), name.to_string());
         match self.slots.get(&key) {
             Some(Slot::Done(v)) => return Ok(v.clone()),
+            Some(Slot::Failed) => return Err(Fail::Nested),
             Some(Slot::InProgress) => {
-                return Err(format!(
+                return Err(Fail::Msg(format!(
                     "`{name}` of service `{service}` refers back to itself through other variables"
-                ))
+                )))
             }
             None => {}
         }
         let layers = self
             .layers
             .get(service)
-            .ok_or_else(|| format!("no service named `{service}` in this config"))?;
+            .ok_or_else(|| Fail::Msg(format!("no service named `{service}` in this config")))?;
+        let secret = is_secret_name(name, self.secret_keys);
         let value = match layers.declared.get(name) {
             Some(pieces) => {
+                if depth >= MAX_INTERPOLATION_DEPTH {
+                    return Err(Fail::TooDeep(vec![name.to_string()]));
+                }
                 self.slots.insert(key.clone(), Slot::InProgress);
-                let res = self.render(service, Some(name), pieces);
-                self.slots.remove(&key);
-                Some(res?)
+                let res = self.render_at(service, Some(name), pieces, depth + 1);
+                match res {
+                    Ok(mut r) => {
+                        if secret {
+                            r.shown = MASK.to_string();
+                        }
+                        Some(Rc::new(r))
+                    }
+                    Err(fail) => {
+                        self.slots.insert(key, Slot::Failed);
+                        return Err(match fail {
+                            Fail::TooDeep(mut chain) if depth > 0 => {
+                                chain.insert(0, name.to_string());
+                                Fail::TooDeep(chain)
+                            }
+                            f @ (Fail::TooDeep(_) | Fail::Msg(_)) => {
+                                let what = format!("`{name}` of service `{service}`");
+                                if let Some(m) = f.message(&what) {
+                                    self.errors.push((service.to_string(), name.to_string(), m));
+                                }
+                                Fail::Nested
+                            }
+                            Fail::Nested => Fail::Nested,
+                        });
+                    }
+                }
             }
-            None => layers.base.get(name).cloned(),
+            None => layers.base.get(name).map(|v| {
+                Rc::new(Rendered {
+                    value: v.clone(),
+                    shown: if secret {
+                        MASK.to_string()
+                    } else {
+                        mask_url_passwords(v).into_owned()
+                    },
+                })
+            }),
         };
         self.slots.insert(key, Slot::Done(value.clone()));
         Ok(value)
@@ -137,46 +239,89 @@ impl<'a> Resolver<'a> {
         service: &str,
         own: Option<&str>,
         pieces: &[Piece],
-    ) -> Result<String, String> {
+    ) -> Result<Rendered, Fail> {
+        self.render_at(service, own, pieces, 0)
+    }
+
+    fn render_at(
+        &mut self,
+        service: &str,
+        own: Option<&str>,
+        pieces: &[Piece],
+        depth: usize,
+    ) -> Result<Rendered, Fail> {
         let mut out = String::new();
+        let mut shown = String::new();
         for piece in pieces {
             match piece {
-                Piece::Lit(s) => out.push_str(s),
+                Piece::Lit(s) => {
+                    out.push_str(s);
+                    shown.push_str(s);
+                }
                 Piece::Own(name) if Some(name.as_str()) == own => {
                     let base = self.layers.get(service).and_then(|l| l.base.get(name));
                     match base {
-                        Some(v) => out.push_str(v),
+                        Some(v) => {
+                            out.push_str(v);
+                            if is_secret_name(name, self.secret_keys) {
+                                shown.push_str(MASK);
+                            } else {
+                                shown.push_str(v);
+                            }
+                        }
                         None => {
-                            return Err(format!(
+                            return Err(Fail::Msg(format!(
                                 "`${{{name}}}` refers to itself and nothing below it (inherit_env, env_file) defines it"
-                            ))
+                            )))
                         }
                     }
                 }
-                Piece::Own(name) => match self.var(service, name)? {
-                    Some(v) => out.push_str(&v),
+                Piece::Own(name) => match self.var_at(service, name, depth)? {
+                    Some(v) => {
+                        out.push_str(&v.value);
+                        shown.push_str(&v.shown);
+                    }
                     None => {
-                        return Err(format!(
+                        return Err(Fail::Msg(format!(
                             "`${{{name}}}` is not defined for service `{service}`: declare it in env, an env_file or inherit_env"
-                        ))
+                        )))
                     }
                 },
                 Piece::Other { service: other, name } => {
                     if !self.layers.contains_key(other) {
-                        return Err(format!("`${{services.{other}.env.{name}}}` names no service of this config"));
+                        return Err(Fail::Msg(format!("`${{services.{other}.env.{name}}}` names no service of this config")));
                     }
-                    match self.var(other, name)? {
-                        Some(v) => out.push_str(&v),
+                    match self.var_at(other, name, depth)? {
+                        Some(v) => {
+                            out.push_str(&v.value);
+                            shown.push_str(&v.shown);
+                        }
                         None => {
-                            return Err(format!(
+                            return Err(Fail::Msg(format!(
                                 "`${{services.{other}.env.{name}}}`: service `{other}` has no variable `{name}`"
-                            ))
+                            )))
                         }
                     }
                 }
             }
+            // Checked after every piece, so a value that doubles stops at the limit instead
+            // of allocating its full size first.
+            if out.len() > MAX_EXPANDED_VALUE {
+                return Err(Fail::Msg(format!(
+                    "expands to more than {} after interpolation (the limit for one value; Linux refuses longer ones at exec)",
+                    super::schema::show_size(MAX_EXPANDED_VALUE as u64)
+                )));
+            }
         }
-        Ok(out)
+        let shown = mask_url_passwords(&shown).into_owned();
+        self.total += out.len() + shown.len();
+        if self.total > MAX_EXPANDED_TOTAL {
+            return Err(Fail::Msg(format!(
+                "the values of this config expand to more than {} in all after interpolation; use fewer or shorter `${{…}}` references",
+                super::schema::show_size(MAX_EXPANDED_TOTAL as u64)
+            )));
+        }
+        Ok(Rendered { value: out, shown })
     }
 }
 
@@ -228,10 +373,7 @@ mod tests {
             ("hub", &[("URL", "http://h:${services.sm.env.PORT}")]),
         ]);
         let mut r = Resolver::new(&l);
-        assert_eq!(
-            r.var("hub", "URL").unwrap().as_deref(),
-            Some("http://h:3001")
-        );
+        assert_eq!(r.var("hub", "URL").unwrap().unwrap().value, "http://h:3001");
     }
 
     #[test]
@@ -240,12 +382,13 @@ mod tests {
             ("a", &[("X", "${services.b.env.Y}")]),
             ("b", &[("Y", "${services.a.env.X}")]),
         ]);
-        let err = Resolver::new(&l).var("a", "X").unwrap_err();
-        assert!(err.contains("refers back"), "{err}");
+        let mut r = Resolver::new(&l);
+        assert_eq!(r.var("a", "X").unwrap_err(), Fail::Nested);
+        assert!(r.errors[0].2.contains("refers back"), "{:?}", r.errors);
         let l = layers(&[("a", &[("X", "${NOPE}")])]);
-        assert!(Resolver::new(&l)
-            .var("a", "X")
-            .unwrap_err()
-            .contains("not defined"));
+        let mut r = Resolver::new(&l);
+        assert_eq!(r.var("a", "X").unwrap_err(), Fail::Nested);
+        assert_eq!(r.errors[0].1, "X");
+        assert!(r.errors[0].2.contains("not defined"));
     }
 }

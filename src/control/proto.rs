@@ -416,11 +416,7 @@ pub struct Outcome {
 
 /// Keys masked by `lmctl env` unless `--reveal`.
 pub fn is_secret_key(key: &str, extra: &[String]) -> bool {
-    let k = key.to_ascii_uppercase();
-    ["SECRET", "PASSWORD", "TOKEN", "KEY"]
-        .iter()
-        .any(|p| k.contains(p))
-        || extra.iter().any(|p| k.contains(&p.to_ascii_uppercase()))
+    crate::config::secrets::is_secret_name(key, extra)
 }
 
 #[cfg(test)]

@@ -1,5 +1,9 @@
 //! The daemon's end of the control socket: peer check, one bounded request line per
 //! connection, dispatch to the actor (or the log writer for `logs`).
+//!
+//! The daemon never waits on a client for good: reading the request and every write has a
+//! deadline, and a follower (`logs -f`) holds no handle that keeps the daemon alive, so
+//! shutdown ends it (the log writer stops, its broadcast closes, the follower returns).
 
 use std::time::Duration;
 
@@ -15,6 +19,9 @@ use crate::supervisor::Msg;
 
 /// How long a client may take to send its request line.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one response (or one followed line) may take to be taken by the client: a
+/// client that stops reading is dropped, not waited on.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub async fn serve(listener: UnixListener, actor: mpsc::UnboundedSender<Msg>, logs: LogHandle) {
     loop {
@@ -37,7 +44,18 @@ pub async fn serve(listener: UnixListener, actor: mpsc::UnboundedSender<Msg>, lo
 async fn write(stream: &mut UnixStream, resp: &Response) -> std::io::Result<()> {
     let mut line = serde_json::to_vec(resp).map_err(std::io::Error::other)?;
     line.push(b'\n');
-    stream.write_all(&line).await
+    write_line(stream, &line).await
+}
+
+/// `write_all` within [`WRITE_TIMEOUT`].
+async fn write_line<W: AsyncWriteExt + Unpin>(w: &mut W, line: &[u8]) -> std::io::Result<()> {
+    match tokio::time::timeout(WRITE_TIMEOUT, w.write_all(line)).await {
+        Ok(r) => r,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "the client did not read its answer in time",
+        )),
+    }
 }
 
 async fn handle(
@@ -165,6 +183,11 @@ async fn serve_logs(
     let Some(mut follow) = reply.follow else {
         return Ok(());
     };
+    // A follower must not keep the log writer (and so the daemon) alive: once the daemon
+    // drops its own handles at shutdown, the writer ends, `follow` reports `Closed` and this
+    // connection ends with it.
+    drop(logs);
+    drop(actor);
     let (mut rd, mut wr) = stream.into_split();
     let mut probe = [0u8; 1];
     loop {
@@ -180,14 +203,14 @@ async fn serve_logs(
                     if tail::matches(&req, &f.service, f.kind) {
                         let mut line = serde_json::to_vec(&Response::LogLine { line: f.line.to_string() }).map_err(std::io::Error::other)?;
                         line.push(b'\n');
-                        wr.write_all(&line).await?;
+                        write_line(&mut wr, &line).await?;
                     }
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                     let line = format!("[lmctl] {n} lines skipped: this follower fell behind");
                     let mut out = serde_json::to_vec(&Response::LogLine { line }).map_err(std::io::Error::other)?;
                     out.push(b'\n');
-                    wr.write_all(&out).await?;
+                    write_line(&mut wr, &out).await?;
                 }
                 Err(_) => return Ok(()),
             }

@@ -93,7 +93,13 @@ pub struct Writer {
 }
 
 impl Writer {
-    pub fn new(dir: PathBuf, settings: LogSettings) -> std::io::Result<Writer> {
+    pub fn new(dir: PathBuf, mut settings: LogSettings) -> std::io::Result<Writer> {
+        // `check` enforces these ranges; a LogSettings made some other way must not turn a
+        // rotation into a loop over billions of file names either.
+        let keep = crate::config::schema::LOG_KEEP.max as u32;
+        settings.keep = settings.keep.min(keep);
+        let min_size = crate::config::schema::LOG_MAX_SIZE.min as u64;
+        settings.max_size = settings.max_size.max(min_size);
         let merged = LogFile::open(dir.join("supervisor.log"))?;
         let (followers, _) = broadcast::channel(4096);
         Ok(Writer {
@@ -233,5 +239,34 @@ impl Writer {
                 line: line.into(),
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 19 defect 5, below `check`: settings past the ranges are clamped, so a rotation
+    /// stays a handful of renames and the tail reads a bounded number of files.
+    #[test]
+    fn out_of_range_settings_are_clamped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let settings = LogSettings {
+            timestamp: "%s".into(),
+            max_size: 1,
+            keep: u32::MAX,
+            max_line: 1024,
+        };
+        let mut w = Writer::new(dir.path().to_path_buf(), settings).expect("writer");
+        assert_eq!(w.settings.keep, 100);
+        assert_eq!(w.settings.max_size, 4096);
+        let start = std::time::Instant::now();
+        for i in 0..2000 {
+            w.append_merged(&format!("{i:04} {}", "x".repeat(200)));
+        }
+        w.flush();
+        assert!(start.elapsed() < std::time::Duration::from_secs(10));
+        let files = std::fs::read_dir(dir.path()).expect("dir").count();
+        assert!(files <= 101, "{files} files");
     }
 }

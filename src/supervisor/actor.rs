@@ -93,6 +93,8 @@ pub struct Actor {
     pub(super) booted: bool,
     pub(super) deferred: VecDeque<Msg>,
     pub(super) shutdown_replies: Vec<oneshot::Sender<Response>>,
+    /// Reloads asked for so far (see `Msg::ReloadLoaded`).
+    pub(super) reloads: u64,
 }
 
 impl Actor {
@@ -117,6 +119,7 @@ impl Actor {
             booted: false,
             deferred: VecDeque::new(),
             shutdown_replies: Vec::new(),
+            reloads: 0,
         }
     }
 
@@ -242,7 +245,16 @@ impl Actor {
                 self.feed(Input::ForceKill);
             }
             Msg::Reload => self.begin_reload(None),
-            Msg::ReloadLoaded { result, reply } => match result {
+            Msg::ReloadLoaded { seq, reply, .. } if seq != self.reloads => {
+                // A later reload is under way: an older file must not be applied last.
+                if let Some(r) = reply {
+                    let _ = r.send(Response::error(
+                        ErrorCode::Busy,
+                        "a later reload superseded this one; see `lmctl status` for the result",
+                    ));
+                }
+            }
+            Msg::ReloadLoaded { result, reply, .. } => match result {
                 Ok(config) => {
                     let resp = self.feed(Input::Reload(config));
                     if let (Some(r), Some(resp)) = (reply, resp) {
@@ -346,7 +358,14 @@ impl Actor {
     }
 
     pub(super) fn write_event(&mut self, e: Event) {
+        // Events reach supervisor.log, `lmctl logs`, `show` and stderr: no secrets in them
+        // (a probe error quotes its URL, a spawn its arguments).
         let text = e.kind.to_string();
+        let extra = &self.services.config.supervisor.secret_keys;
+        let text = match e.service.as_deref().and_then(|n| self.services.svcs.get(n)) {
+            Some(s) => s.spec.redact(&text, extra),
+            None => crate::config::secrets::mask_url_passwords(&text).into_owned(),
+        };
         tracing::info!(service = e.service.as_deref().unwrap_or("-"), "{text}");
         if let Some(name) = &e.service {
             let stamp = chrono::Local::now().format("%H:%M:%S%.3f");

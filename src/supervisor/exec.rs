@@ -23,7 +23,7 @@ use crate::resources::{self, cgroup};
 use crate::spawn::{self, kill, tree};
 
 /// How long a config may take to load (a FIFO or a hung network mount as `env_file`).
-const CONFIG_LOAD_TIMEOUT: Duration = Duration::from_secs(5);
+const CONFIG_LOAD_TIMEOUT: Duration = Duration::from_secs(30);
 
 const LEFTOVER_GRACE: Duration = Duration::from_secs(2);
 
@@ -314,9 +314,11 @@ impl Actor {
         }
         let file = self.services.config.file.clone();
         let tx = self.tx.clone();
+        self.reloads += 1;
+        let seq = self.reloads;
         tokio::spawn(async move {
             let result = load_off_actor(file.clone()).await.map(Box::new);
-            let _ = tx.send(Msg::ReloadLoaded { result, reply });
+            let _ = tx.send(Msg::ReloadLoaded { seq, result, reply });
         });
     }
 

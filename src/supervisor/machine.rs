@@ -403,7 +403,7 @@ impl Machine<'_> {
         s.spawned_env = env;
         let run = Run::new(run_id, pid, start_ticks, now, tree);
         let command = std::iter::once(s.spec.command.as_str())
-            .chain(s.spec.args.iter().map(String::as_str))
+            .chain(s.spec.shown_args.iter().map(String::as_str))
             .collect::<Vec<_>>()
             .join(" ");
         let ready = s.spec.ready.clone();

@@ -80,6 +80,8 @@ pub enum Msg {
     Reload,
     /// A config loaded off the actor for a reload (`reply` when lmctl asked).
     ReloadLoaded {
+        /// Loads run concurrently; only the latest asked for is applied.
+        seq: u64,
         result: Result<Box<crate::config::Config>, Vec<crate::config::Diagnostic>>,
         reply: Option<oneshot::Sender<Response>>,
     },

@@ -26,6 +26,12 @@ impl Machine<'_> {
 
     fn apply(&mut self, new: Config) -> ReloadDiff {
         let mut diff = ReloadDiff::default();
+        // A command that cannot run does not stop a reload, but the operator hears of it.
+        diff.warnings.extend(
+            new.warnings
+                .iter()
+                .map(|w| format!("{w} (its start will fail)")),
+        );
         if new.supervisor != self.s.config.supervisor {
             diff.warnings.push(
                 "[supervisor] settings changed; they take effect when the daemon restarts".into(),

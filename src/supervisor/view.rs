@@ -6,8 +6,7 @@ use std::time::Instant;
 use super::machine::{Machine, Services};
 use super::state::State;
 use crate::control::proto::{
-    is_secret_key, EnvEntry, Health, MemorySource, ServiceDetail, ServiceStatus, StopReport,
-    TreeKind,
+    EnvEntry, Health, MemorySource, ServiceDetail, ServiceStatus, StopReport, TreeKind,
 };
 
 /// What the actor keeps beside the machine for `show`: recent exits, probes, events.
@@ -118,13 +117,16 @@ pub fn detail(
         }
     }
     let h = history.cloned().unwrap_or_default();
+    let extra = &s.config.supervisor.secret_keys;
     Some(ServiceDetail {
         status,
         config: cfg,
-        tree: sample.map(|x| x.procs.clone()).unwrap_or_default(),
+        tree: sample
+            .map(|x| svc.spec.redact_procs(&x.procs))
+            .unwrap_or_default(),
         memory,
-        exits: h.exits,
-        probes: h.probes,
+        exits: h.exits.iter().map(|e| svc.spec.redact(e, extra)).collect(),
+        probes: h.probes.iter().map(|p| svc.spec.redact(p, extra)).collect(),
         events: h.events,
     })
 }
@@ -142,14 +144,14 @@ pub fn env(s: &Services, name: &str, reveal: bool) -> Option<Vec<EnvEntry>> {
     Some(
         env.iter()
             .map(|(k, v)| {
-                let masked = !reveal && is_secret_key(k, extra);
+                let (value, masked) = if reveal {
+                    (v.value.clone(), false)
+                } else {
+                    svc.spec.shown_env_value(k, &v.value, extra)
+                };
                 EnvEntry {
                     key: k.clone(),
-                    value: if masked {
-                        "********".into()
-                    } else {
-                        v.value.clone()
-                    },
+                    value,
                     source: v.source.clone(),
                     masked,
                 }

@@ -262,6 +262,25 @@ fn main() {
                 worst.as_secs_f64() * 1e3
             );
         }
+        // Bursts of BURST numbered lines `seq PID N xxx`, one write(2) each, then PAUSE_MS
+        // of sleep, forever: a log flood whose lines can be checked for loss per run.
+        "seq" => {
+            let burst = num(2, 1000);
+            let pause = num(3, 50);
+            let mut out = std::io::stdout().lock();
+            let mut n: u64 = 0;
+            loop {
+                for _ in 0..burst {
+                    let line = format!("seq {me} {n:08} {}\n", "x".repeat(40));
+                    if out.write_all(line.as_bytes()).is_err() {
+                        std::process::exit(1);
+                    }
+                    n += 1;
+                }
+                let _ = out.flush();
+                std::thread::sleep(Duration::from_millis(pause));
+            }
+        }
         other => {
             eprintln!("lm-test-helper: unknown mode {other:?}");
             std::process::exit(2);

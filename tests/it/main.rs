@@ -3,8 +3,10 @@
 
 mod harness;
 
+mod chaos;
 mod chromium;
 mod config_errors;
+mod config_fuzz;
 mod control;
 mod edges;
 mod env_exact;
@@ -13,6 +15,7 @@ mod incidents;
 mod lifecycle;
 mod logs;
 mod readiness;
+mod robustness;
 mod systemd_unit;
 mod tree;
 mod truth;
