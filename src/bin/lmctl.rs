@@ -5,6 +5,7 @@ fn main() {
     let code = match lmsup::cli::run(cli) {
         Ok(lmsup::cli::Outcome::Ok) => 0,
         Ok(lmsup::cli::Outcome::Failed) => 1,
+        Ok(lmsup::cli::Outcome::Usage) => 2,
         Err(e) => {
             eprintln!("lmctl: {e:#}");
             1
