@@ -50,3 +50,35 @@ pub(crate) fn man(dir: Option<&Path>) -> anyhow::Result<Outcome> {
     println!("wrote {} man pages into {}", written.len(), dir.display());
     Ok(Outcome::Ok)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every verb and every flag or argument says what it is for (`--help`, completions
+    /// and man pages all show it).
+    #[test]
+    fn every_verb_and_argument_has_help() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id == "help" || id == "version" {
+                    continue;
+                }
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                if sub.get_about().is_none() {
+                    missing.push(format!("{path} {}", sub.get_name()));
+                }
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "lmctl", &mut missing);
+        assert!(missing.is_empty(), "no help for: {missing:?}");
+        Cli::command().debug_assert();
+    }
+}

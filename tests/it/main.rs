@@ -4,6 +4,7 @@
 mod harness;
 
 mod chromium;
+mod cli_verbs;
 mod config_errors;
 mod control;
 mod edges;
