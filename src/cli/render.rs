@@ -58,8 +58,8 @@ pub fn status_table(services: &[ServiceStatus], color: bool, no_probe: NoProbe) 
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<name_w$} {:<10} {:>8} {:>8} {:>8} {:>6} {:>10} {:>5} {}",
-        "NAME", "STATE", "PID", "UPTIME", "RESTARTS", "CPU%", "MEMORY", "PROCS", "HEALTH"
+        "{:<name_w$} {:<10} {:>8} {:>8} {:>8} {:>6} {:>10} {:>5} HEALTH",
+        "NAME", "STATE", "PID", "UPTIME", "RESTARTS", "CPU%", "MEMORY", "PROCS"
     );
     for s in services {
         let pid = s.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into());

@@ -13,6 +13,7 @@ mod import_pm2;
 mod incidents;
 mod lifecycle;
 mod logs;
+mod monit;
 mod readiness;
 mod systemd_unit;
 mod tree;
