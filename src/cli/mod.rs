@@ -73,11 +73,27 @@ pub enum Verb {
     /// Re-read the config and apply the difference.
     Reload,
     /// One line per service: state, pid, uptime, restarts, cpu, memory, processes, health.
-    #[command(visible_aliases = ["ls", "list"])]
+    #[command(
+        visible_aliases = ["ls", "list"],
+        after_help = "Examples:
+  lmctl ls                       every service
+  lmctl status web --json        one service as JSON
+  lmctl status --watch 5s        the table again every 5 seconds"
+    )]
     Status(StatusArgs),
     /// Last lines of services' logs (merged in time order), or of the merged log.
+    #[command(after_help = "Examples:
+  lmctl logs -f                        every service and the daemon's events, following
+  lmctl logs web worker -n 200         two services merged in time order
+  lmctl logs web --err --since 10m     stderr of the last ten minutes
+  lmctl logs --grep 'panic|timeout' --json | jq -r .line
+
+Without a running daemon, the log files are read directly (and said so on stderr).")]
     Logs(LogsArgs),
     /// Empty log files while the daemon keeps writing (all of them when no service is named).
+    #[command(after_help = "Examples:
+  lmctl flush              every log file (rotated ones are deleted)
+  lmctl flush web          web's own .out/.err files; the merged log keeps its lines")]
     Flush {
         /// Services whose own .out/.err logs to empty; none means every log file.
         services: Vec<String>,
