@@ -16,7 +16,7 @@ fn main() {
     let commit = git(&["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "unknown".into());
     println!("cargo:rustc-env=LM_GIT_COMMIT={commit}");
     // Rebuild when HEAD moves (a commit, a checkout); paths come from git, so worktrees work.
-    for p in ["HEAD", "packed-refs"] {
+    for p in ["HEAD"] {
         if let Some(path) = git(&["rev-parse", "--git-path", p]) {
             println!("cargo:rerun-if-changed={path}");
         }

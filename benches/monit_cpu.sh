@@ -42,9 +42,21 @@ measure
 tmux -S "$tsock" -f /dev/null new-session -d -x 80 -y 24 -s m \
     "$bin/lmctl --config $dir/supervisor.toml monit"
 sleep 2
+tmux -S "$tsock" capture-pane -p -t m | grep -q 's01 ' || {
+    echo "monit is not showing the services:" >&2
+    tmux -S "$tsock" capture-pane -p -t m >&2
+    exit 1
+}
 printf 'monit, none selected:    '
 measure
 tmux -S "$tsock" send-keys -t m Down
 sleep 2
+tmux -S "$tsock" capture-pane -p -t m | grep -q 'log: s01' || {
+    echo "monit did not select s01" >&2
+    exit 1
+}
 printf 'monit, one selected:     '
+measure
+tmux -S "$tsock" kill-server
+printf 'again without monit:     '
 measure
