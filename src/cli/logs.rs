@@ -196,9 +196,10 @@ pub(crate) fn logs(ctx: &Ctx, a: LogsArgs) -> anyhow::Result<Outcome> {
             Ok(()) => Ok(if failed { Outcome::Failed } else { Outcome::Ok }),
             Err(ClientError::NotRunning { .. }) => {
                 let source = files_source(ctx, &socket)?;
-                let outcome = print_tail(ctx, &source, &a, &request, grep.as_ref(), &clock)?;
+                let (outcome, _) =
+                    print_tail(ctx, &source, &a, &request, grep.as_ref(), &clock, false)?;
                 eprintln!("lmctl: no daemon is running, so there is nothing to follow");
-                Ok(outcome.0)
+                Ok(outcome)
             }
             Err(e) => Err(e.into()),
         };
@@ -208,16 +209,28 @@ pub(crate) fn logs(ctx: &Ctx, a: LogsArgs) -> anyhow::Result<Outcome> {
         Err(ClientError::NotRunning { .. }) => files_source(ctx, &socket)?,
         Err(e) => return Err(e.into()),
     };
-    let (outcome, last) = print_tail(ctx, &source, &a, &request, grep.as_ref(), &clock)?;
+    let following = a.follow && matches!(source, Source::Daemon(_));
+    if following && !a.services.is_empty() {
+        // The tail below is one read of the merged log, which names no service: check them.
+        if let Err(refusal) = super::status::fetch(ctx, &a.services)? {
+            print_error(&refusal);
+            return Ok(Outcome::Failed);
+        }
+    }
+    let (outcome, printed) =
+        print_tail(ctx, &source, &a, &request, grep.as_ref(), &clock, following)?;
     if !matches!(outcome, Outcome::Ok) || !a.follow {
         return Ok(outcome);
     }
-    if !matches!(source, Source::Daemon(_)) {
+    if !following {
         eprintln!("lmctl: no daemon is running, so there is nothing to follow");
         return Ok(outcome);
     }
     // Several services (or a pattern): follow the merged log and filter here. Its first
-    // lines overlap what was printed; skip up to the last printed line (or its time).
+    // lines repeat the end of the same file the tail was read from: skip up to the last
+    // printed line; should it be gone (rotated, flushed), skip what is older than it.
+    let last = printed.last().cloned();
+    let printed: std::collections::HashSet<String> = printed.into_iter().map(|l| l.raw).collect();
     let mut catching_up = last;
     let wanted = |l: &Line| {
         (a.services.is_empty() || l.service.as_ref().is_some_and(|s| a.services.contains(s)))
@@ -238,8 +251,10 @@ pub(crate) fn logs(ctx: &Ctx, a: LogsArgs) -> anyhow::Result<Outcome> {
                         catching_up = None;
                         return true;
                     }
-                    if clock.cmp(&l, last) != Ordering::Greater {
-                        return true;
+                    match clock.cmp(&l, last) {
+                        Ordering::Less => return true,
+                        Ordering::Equal if printed.contains(&l.raw) => return true,
+                        _ => {}
                     }
                     catching_up = None;
                 }
@@ -275,7 +290,9 @@ fn files_source(ctx: &Ctx, socket: &Path) -> anyhow::Result<Source> {
 }
 
 /// Prints the last `-n` lines (of the services, merged in time order, matching the
-/// pattern). Returns the last line printed, where a follow continues.
+/// pattern) and returns them. `one_read`: take them from a single read of the merged log
+/// (filtered here), so a follow of that same log can continue exactly after them; else
+/// one read per service, merged by timestamp.
 fn print_tail(
     ctx: &Ctx,
     source: &Source,
@@ -283,7 +300,8 @@ fn print_tail(
     request: &dyn Fn(Option<String>, usize, bool) -> LogsRequest,
     grep: Option<&regex::Regex>,
     clock: &Clock,
-) -> anyhow::Result<(Outcome, Option<Line>)> {
+    one_read: bool,
+) -> anyhow::Result<(Outcome, Vec<Line>)> {
     if let Source::Files { .. } = source {
         if let Some(cfg) = ctx.loaded() {
             let unknown: Vec<&String> = a
@@ -297,13 +315,17 @@ fn print_tail(
                     cfg.file.display(),
                     cfg.services.keys().cloned().collect::<Vec<_>>().join(", ")
                 );
-                return Ok((Outcome::Failed, None));
+                return Ok((Outcome::Failed, Vec::new()));
             }
         }
     }
-    // With a pattern, read far back so `-n` counts matching lines.
-    let per_request = if grep.is_some() { MAX_TAIL } else { a.lines };
-    let targets: Vec<Option<String>> = if a.services.is_empty() {
+    // With a pattern (or filtering here), read far back so `-n` counts matching lines.
+    let per_request = if grep.is_some() || one_read && !a.services.is_empty() {
+        MAX_TAIL
+    } else {
+        a.lines
+    };
+    let targets: Vec<Option<String>> = if a.services.is_empty() || one_read {
         vec![None]
     } else {
         a.services.iter().cloned().map(Some).collect()
@@ -314,25 +336,29 @@ fn print_tail(
             Ok(got) => lines.extend(got.into_iter().map(Line::parse)),
             Err(refusal) => {
                 print_error(&refusal);
-                return Ok((Outcome::Failed, None));
+                return Ok((Outcome::Failed, Vec::new()));
             }
         }
+    }
+    if one_read && !a.services.is_empty() {
+        lines.retain(|l| l.service.as_ref().is_some_and(|s| a.services.contains(s)));
     }
     if let Some(g) = grep {
         lines.retain(|l| g.is_match(&l.raw));
     }
-    if a.services.len() > 1 {
+    if a.services.len() > 1 && !one_read {
         // Each service's lines are in order already; a stable sort keeps ties in order.
         lines.sort_by(|x, y| clock.cmp(x, y));
     }
     let skip = lines.len().saturating_sub(a.lines);
+    let lines = lines.split_off(skip);
     let printer = Printer { json: a.json };
-    for l in &lines[skip..] {
+    for l in &lines {
         if !printer.print(l) {
-            return Ok((Outcome::Ok, None));
+            return Ok((Outcome::Ok, Vec::new()));
         }
     }
-    Ok((Outcome::Ok, lines.pop()))
+    Ok((Outcome::Ok, lines))
 }
 
 /// `lmctl flush [SVC...]`: truncate the log files in place and delete rotated ones. The

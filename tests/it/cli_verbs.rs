@@ -227,6 +227,10 @@ fn following_several_services_joins_tail_and_live_lines_without_gap_or_duplicate
         );
     }
     assert!(got.iter().all(|l| l.contains(" a|") || l.contains(" b|")));
+    // An unknown name fails at once instead of following nothing.
+    let out = guard.lmctl(&["logs", "a", "ghost", "-f"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("`ghost`"));
 }
 
 #[test]
