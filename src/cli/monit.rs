@@ -445,7 +445,7 @@ impl App {
             "↺",
             "CPU%",
             "MEMORY",
-            "HISTORY",
+            "TREND",
             "PR",
             "HEALTH",
             "LAST REASON",
