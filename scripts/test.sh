@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need (Chromium, MariaDB) when missing and
-# runs every test of the workspace. Tests that need Chromium or MariaDB skip loudly on a
+# runs every test of the workspace, every test binary even after one fails
+# (--no-fail-fast), so the summary counts them all. Tests that need Chromium or MariaDB skip loudly on a
 # machine without them, and fail when CI=true. Ends with one summary line over all test
 # binaries ("tests: N passed, N failed").
 set -euo pipefail
@@ -12,7 +13,7 @@ fi
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
-cargo test --workspace "$@" 2>&1 | tee "$log" || status=$?
+cargo test --workspace --no-fail-fast "$@" 2>&1 | tee "$log" || status=$?
 passed=$(grep -oE '^test result: [a-zA-Z]+\. [0-9]+ passed' "$log" | awk '{s += $4} END {print s + 0}')
 failed=$(grep -oE '[0-9]+ failed;' "$log" | awk '{s += $1} END {print s + 0}')
 echo "tests: ${passed} passed, ${failed} failed"

@@ -1117,11 +1117,11 @@ mod tests {
 
     const HUB: &str = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../shared/examples/pm2/central-hub.ecosystem.config.js"
+        "/tests/fixtures/pm2/central-hub.ecosystem.config.js"
     );
     const SM: &str = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../shared/examples/pm2/session-manager.ecosystem.config.cjs"
+        "/tests/fixtures/pm2/session-manager.ecosystem.config.cjs"
     );
 
     fn daemon_env() -> BTreeMap<String, String> {

@@ -1,9 +1,14 @@
 //! `lmctl`: argument parsing and one function per verb. Exit codes: 0 success, 1 a failed
 //! operation, 2 bad usage.
 
+mod complete;
+mod discover;
 mod launch;
+mod logs;
+mod monit;
 mod render;
 pub mod startup;
+mod status;
 mod wait;
 
 use std::path::{Path, PathBuf};
@@ -13,26 +18,45 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::config;
 use crate::control::client::{self, ClientError};
-use crate::control::proto::{
-    ErrorCode, LogsRequest, Request, Response, ServiceStatus, StateName, StreamFilter,
-};
+use crate::control::proto::{ErrorCode, Request, Response};
+
+/// Shown under `lmctl --help`.
+const EXAMPLES: &str = "\
+Examples:
+  lmctl start                      start the daemon if needed, then every autostart service
+  lmctl ls                         one line per service (alias of `status`)
+  lmctl status web worker --json   two services as JSON
+  lmctl logs web worker -f         both logs merged in time order, following
+  lmctl logs --grep 'timeout|5..' --json
+  lmctl restart web                restart one service and wait until it is ready
+  lmctl signal SIGUSR1 web         send a signal to the service's main process
+  lmctl monit                      live view: state, CPU, memory, tree, log tail
+  lmctl completions bash > /etc/bash_completion.d/lmctl
+
+The config is --config FILE, else $LMCTL_CONFIG, else ./supervisor.toml, else
+/etc/leadmaster/supervisor.toml. Exit codes: 0 ok, 1 an operation failed, 2 bad usage.";
 
 #[derive(Parser, Debug)]
 #[command(
     name = "lmctl",
-    version,
-    about = "Control the LeadMaster supervisor daemon"
+    version = VERSION,
+    about = "Control the LeadMaster supervisor daemon",
+    after_help = EXAMPLES
 )]
 pub struct Cli {
-    /// The ecosystem file; it also tells where the daemon's socket is.
-    #[arg(long, short = 'c', global = true, default_value = "supervisor.toml")]
-    pub config: PathBuf,
+    /// The ecosystem file; it also tells where the daemon's socket is. Default: $LMCTL_CONFIG,
+    /// else ./supervisor.toml, else /etc/leadmaster/supervisor.toml.
+    #[arg(long, short = 'c', global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Talk to this socket instead of the one the config names.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, value_name = "PATH")]
     pub socket: Option<PathBuf>,
     #[command(subcommand)]
     pub verb: Verb,
 }
+
+/// `lmctl --version`: the crate version and the git commit it was built from.
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("LM_GIT_COMMIT"), ")");
 
 #[derive(Subcommand, Debug)]
 pub enum Verb {
@@ -47,48 +71,115 @@ pub enum Verb {
     /// Re-read the config and apply the difference.
     Reload,
     /// One line per service: state, pid, uptime, restarts, cpu, memory, processes, health.
-    Status(JsonFlag),
-    /// Last lines of a service's log, or of the merged log.
+    #[command(
+        visible_aliases = ["ls", "list"],
+        after_help = "Examples:
+  lmctl ls                       every service
+  lmctl status web --json        one service as JSON
+  lmctl status --watch 5s        the table again every 5 seconds"
+    )]
+    Status(StatusArgs),
+    /// Last lines of services' logs (merged in time order), or of the merged log.
+    #[command(after_help = "Examples:
+  lmctl logs -f                        every service and the daemon's events, following
+  lmctl logs web worker -n 200         two services merged in time order
+  lmctl logs web --err --since 10m     stderr of the last ten minutes
+  lmctl logs --grep 'panic|timeout' --json | jq -r .line
+
+Without a running daemon, the log files are read directly (and said so on stderr).")]
     Logs(LogsArgs),
+    /// Empty log files while the daemon keeps writing (all of them when no service is named).
+    #[command(after_help = "Examples:
+  lmctl flush              every log file (rotated ones are deleted)
+  lmctl flush web          web's own .out/.err files; the merged log keeps its lines")]
+    Flush {
+        /// Services whose own .out/.err logs to empty; none means every log file.
+        services: Vec<String>,
+    },
     /// The environment the service's process really got.
     Env {
+        /// The service.
         service: String,
         /// Show secret-looking values instead of masking them.
         #[arg(long)]
         reveal: bool,
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
-    /// Config, state, process tree, exits, probes and events of one service.
+    /// Config, state, process tree, exits, probes and events of services.
+    #[command(visible_alias = "describe")]
     Show {
-        service: String,
+        /// One or more services.
+        #[arg(required = true)]
+        services: Vec<String>,
+        /// Print JSON (an object for one service, an array for several).
         #[arg(long)]
         json: bool,
     },
     /// Send a signal to a service's main process.
-    Signal { signal: String, service: String },
+    Signal {
+        /// A signal name or number: SIGTERM, TERM, 15.
+        signal: String,
+        /// The service.
+        service: String,
+    },
+    /// Full-screen live view of every service (needs a terminal; else see `status --watch`).
+    Monit,
     /// Stop every service and the daemon.
+    #[command(visible_alias = "kill")]
     Shutdown,
     /// Is a daemon running on this config's socket?
     Ping(JsonFlag),
+    /// Versions of lmctl and of the running daemon.
+    Version(JsonFlag),
     /// Convert a PM2 ecosystem file (.json, or .js/.cjs evaluated with node) to
     /// supervisor.toml on stdout; a warning on stderr for each option with no meaning here.
-    ImportPm2 { file: PathBuf },
+    ImportPm2 {
+        /// The PM2 ecosystem file.
+        file: PathBuf,
+    },
     /// Print the systemd unit for this config (`--install` writes it to /etc/systemd/system).
     Startup {
+        /// Write the unit to /etc/systemd/system instead of printing it.
         #[arg(long)]
         install: bool,
+    },
+    /// Print a shell completion script: `lmctl completions bash > /etc/bash_completion.d/lmctl`.
+    Completions {
+        /// The shell.
+        shell: complete::Shell,
+    },
+    /// Print the man page, or write one page per verb into a folder.
+    Man {
+        /// Write lmctl.1 and lmctl-VERB.1 into this folder instead of printing lmctl.1.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
     },
 }
 
 #[derive(Args, Debug)]
 pub struct JsonFlag {
+    /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
 }
 
 #[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// Only these services (all when none named).
+    pub services: Vec<String>,
+    /// Print JSON instead of a table.
+    #[arg(long, conflicts_with = "watch")]
+    pub json: bool,
+    /// Reprint the table every INTERVAL (default 2s) until interrupted.
+    #[arg(long, value_name = "INTERVAL", num_args = 0..=1, default_missing_value = "2s", value_parser = parse_dur)]
+    pub watch: Option<Duration>,
+}
+
+#[derive(Args, Debug)]
 pub struct StartArgs {
+    /// Services to act on; none means all (autostart ones, for start).
     pub services: Vec<String>,
     /// Return at once instead of waiting until the services are ready.
     #[arg(long)]
@@ -111,18 +202,29 @@ pub struct StopArgs {
 
 #[derive(Args, Debug)]
 pub struct LogsArgs {
-    pub service: Option<String>,
+    /// Services to show, merged in time order; none means the merged log of all.
+    pub services: Vec<String>,
+    /// How many lines to show before following.
     #[arg(short = 'n', long = "lines", default_value_t = 50)]
     pub lines: usize,
+    /// Keep printing new lines as they are written.
     #[arg(short = 'f', long)]
     pub follow: bool,
+    /// Only stderr lines.
     #[arg(long, conflicts_with = "out")]
     pub err: bool,
+    /// Only stdout lines.
     #[arg(long)]
     pub out: bool,
     /// Only lines at most this old, like "10m".
     #[arg(long, value_parser = parse_dur)]
     pub since: Option<Duration>,
+    /// Only lines matching this regular expression (applied before -n).
+    #[arg(long, value_name = "PATTERN")]
+    pub grep: Option<String>,
+    /// One JSON object per line: time, service, stream, line.
+    #[arg(long)]
+    pub json: bool,
 }
 
 fn parse_dur(s: &str) -> Result<Duration, String> {
@@ -131,9 +233,12 @@ fn parse_dur(s: &str) -> Result<Duration, String> {
 
 /// Outcome of a verb, mapped to the exit code by the binary.
 pub enum Outcome {
+    /// Exit 0.
     Ok,
-    /// Exit 1: the operation failed.
+    /// Exit 1: the operation failed (the reason was printed).
     Failed,
+    /// Exit 2: the command line was wrong (the reason and a hint were printed).
+    Usage,
     /// Exit 3: `status` found a service in `failed` (as supervisorctl does).
     ServiceFailed,
 }
@@ -143,6 +248,7 @@ impl Outcome {
         match self {
             Outcome::Ok => 0,
             Outcome::Failed => 1,
+            Outcome::Usage => 2,
             Outcome::ServiceFailed => 3,
         }
     }
@@ -150,7 +256,7 @@ impl Outcome {
 
 pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
     let ctx = Ctx {
-        config: cli.config.clone(),
+        config_flag: cli.config.clone(),
         socket_override: cli.socket.clone(),
     };
     match cli.verb {
@@ -159,39 +265,77 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Verb::Restart(a) => start(&ctx, a, true),
         Verb::Stop(a) => stop(&ctx, a),
         Verb::Reload => reload(&ctx),
-        Verb::Status(f) => status(&ctx, f.json),
-        Verb::Logs(a) => logs(&ctx, a),
+        Verb::Status(a) => status::status(&ctx, a),
+        Verb::Logs(a) => logs::logs(&ctx, a),
+        Verb::Flush { services } => logs::flush(&ctx, &services),
         Verb::Env {
             service,
             reveal,
             json,
         } => env(&ctx, service, reveal, json),
-        Verb::Show { service, json } => show(&ctx, service, json),
-        Verb::Signal { signal, service } => simple(&ctx, Request::Signal { service, signal }),
+        Verb::Show { services, json } => status::show(&ctx, &services, json),
+        Verb::Signal { signal, service } => signal_verb(&ctx, signal, service),
+        Verb::Monit => monit::monit(&ctx),
         Verb::Shutdown => shutdown(&ctx),
         Verb::Ping(f) => ping(&ctx, f.json),
+        Verb::Version(f) => version(&ctx, f.json),
         Verb::Startup { install } => startup_unit(&ctx, install),
         Verb::ImportPm2 { file } => import_pm2(&file),
+        Verb::Completions { shell } => complete::completions(shell),
+        Verb::Man { dir } => complete::man(dir.as_deref()),
     }
 }
 
-struct Ctx {
-    config: PathBuf,
+/// What every verb needs: where the config is (found on first use) and the socket.
+pub(crate) struct Ctx {
+    config_flag: Option<PathBuf>,
     socket_override: Option<PathBuf>,
 }
 
 impl Ctx {
+    /// The config file, by the discovery order (`--config`, `$LMCTL_CONFIG`,
+    /// `./supervisor.toml`, `/etc/leadmaster/supervisor.toml`).
+    fn config(&self) -> anyhow::Result<PathBuf> {
+        discover::config_path(
+            self.config_flag.as_deref(),
+            std::env::var_os("LMCTL_CONFIG").as_deref(),
+        )
+    }
+
     /// The socket: `--socket`, else what the config's `[supervisor]` says (read leniently,
     /// so a config with unrelated mistakes still finds its daemon).
     fn socket(&self) -> anyhow::Result<PathBuf> {
         if let Some(s) = &self.socket_override {
             return Ok(s.clone());
         }
-        socket_from_config(&self.config)
+        socket_from_config(&self.config()?)
+    }
+
+    /// The config, validated, when it is valid; `None` when it is missing or has errors
+    /// (callers then fall back to what the daemon or the lenient reading says).
+    fn loaded(&self) -> Option<config::Config> {
+        config::load(&self.config().ok()?).ok()
     }
 }
 
 pub fn socket_from_config(path: &Path) -> anyhow::Result<PathBuf> {
+    Ok(lenient_dir(path, "socket")?.unwrap_or(
+        lenient_dir(path, "state_dir")?
+            .unwrap_or(config_dir(path).join("var"))
+            .join("lmctl.sock"),
+    ))
+}
+
+fn config_dir(path: &Path) -> PathBuf {
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_path_buf()
+}
+
+/// A `[supervisor]` path key read leniently (a config with other mistakes still answers),
+/// resolved against the config's folder.
+fn lenient_dir(path: &Path, key: &str) -> anyhow::Result<Option<PathBuf>> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         anyhow::anyhow!(
             "cannot read {} ({e}); pass the config with --config or the socket with --socket",
@@ -199,21 +343,20 @@ pub fn socket_from_config(path: &Path) -> anyhow::Result<PathBuf> {
         )
     })?;
     let table: toml::Table = toml::from_str(&text).unwrap_or_default();
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let sup = table.get("supervisor").and_then(|v| v.as_table());
-    let get = |k: &str| {
-        sup.and_then(|t| t.get(k))
-            .and_then(|v| v.as_str())
-            .map(|s| dir.join(s))
-    };
-    Ok(get("socket").unwrap_or_else(|| {
-        get("state_dir")
-            .unwrap_or_else(|| dir.join("var"))
-            .join("lmctl.sock")
-    }))
+    Ok(table
+        .get("supervisor")
+        .and_then(|v| v.as_table())
+        .and_then(|t| t.get(key))
+        .and_then(|v| v.as_str())
+        .map(|s| config_dir(path).join(s)))
+}
+
+/// The state dir's `logs/` folder, read leniently like the socket.
+fn log_dir(ctx: &Ctx) -> anyhow::Result<PathBuf> {
+    let path = ctx.config()?;
+    Ok(lenient_dir(&path, "state_dir")?
+        .unwrap_or(config_dir(&path).join("var"))
+        .join("logs"))
 }
 
 fn print_error(resp: &Response) -> bool {
@@ -241,7 +384,8 @@ fn ask(ctx: &Ctx, req: Request) -> anyhow::Result<Response> {
 }
 
 fn check(ctx: &Ctx, json: bool) -> anyhow::Result<Outcome> {
-    match config::check(&ctx.config) {
+    let path = ctx.config()?;
+    match config::check(&path) {
         Ok(c) => {
             if json {
                 println!(
@@ -251,7 +395,7 @@ fn check(ctx: &Ctx, json: bool) -> anyhow::Result<Outcome> {
             } else {
                 println!(
                     "{}: ok ({} services, start order: {})",
-                    ctx.config.display(),
+                    path.display(),
                     c.services.len(),
                     c.start_order.join(" -> ")
                 );
@@ -265,11 +409,7 @@ fn check(ctx: &Ctx, json: bool) -> anyhow::Result<Outcome> {
                 for e in &errors {
                     println!("{e}");
                 }
-                eprintln!(
-                    "lmctl: {} problem(s) in {}",
-                    errors.len(),
-                    ctx.config.display()
-                );
+                eprintln!("lmctl: {} problem(s) in {}", errors.len(), path.display());
             }
             Ok(Outcome::Failed)
         }
@@ -297,11 +437,12 @@ fn hint_unknown(ctx: &Ctx, resp: &Response, names: &[String]) {
     else {
         return;
     };
-    if let Ok(disk) = config::load(&ctx.config) {
+    let Ok(path) = ctx.config() else { return };
+    if let Ok(disk) = config::load(&path) {
         for n in names.iter().filter(|n| disk.services.contains_key(*n)) {
             eprintln!(
                 "lmctl: `{n}` is in {} but the running daemon has not loaded it yet: run `lmctl reload` first",
-                ctx.config.display()
+                path.display()
             );
         }
     }
@@ -336,7 +477,7 @@ fn stop(ctx: &Ctx, a: StopArgs) -> anyhow::Result<Outcome> {
 fn start(ctx: &Ctx, a: StartArgs, restart: bool) -> anyhow::Result<Outcome> {
     let socket = ctx.socket()?;
     if !restart {
-        launch::ensure_daemon(&ctx.config, &socket)?;
+        launch::ensure_daemon(&ctx.config()?, &socket)?;
     }
     let req = if restart {
         Request::Restart {
@@ -396,59 +537,6 @@ fn read_verb<T: serde::Serialize>(
     Ok(Outcome::Ok)
 }
 
-fn status(ctx: &Ctx, json: bool) -> anyhow::Result<Outcome> {
-    let extract = |r| match r {
-        Response::Status { services } => Some(services),
-        _ => None,
-    };
-    let mut any_failed = false;
-    let extract = |r| {
-        let s = extract(r)?;
-        any_failed = s
-            .iter()
-            .any(|x: &ServiceStatus| x.state == StateName::Failed);
-        Some(s)
-    };
-    let out = read_verb(ctx, Request::Status, json, extract, |s| {
-        render::status_table(s)
-    })?;
-    Ok(match out {
-        Outcome::Ok if any_failed => Outcome::ServiceFailed,
-        o => o,
-    })
-}
-
-fn logs(ctx: &Ctx, a: LogsArgs) -> anyhow::Result<Outcome> {
-    let stream = if a.err {
-        StreamFilter::Err
-    } else if a.out {
-        StreamFilter::Out
-    } else {
-        StreamFilter::Both
-    };
-    let req = LogsRequest {
-        service: a.service,
-        lines: a.lines,
-        follow: a.follow,
-        stream,
-        since_ms: a.since.map(|d| d.as_millis() as u64),
-    };
-    let mut failed = false;
-    client::stream(&ctx.socket()?, Request::Logs(req), |resp| match resp {
-        Response::LogLine { line } => {
-            use std::io::Write;
-            let mut out = std::io::stdout().lock();
-            // A closed stdout (`| head`) ends the follow quietly.
-            writeln!(out, "{line}").is_ok() && out.flush().is_ok()
-        }
-        other => {
-            failed |= print_error(&other);
-            false
-        }
-    })?;
-    Ok(if failed { Outcome::Failed } else { Outcome::Ok })
-}
-
 fn env(ctx: &Ctx, service: String, reveal: bool, json: bool) -> anyhow::Result<Outcome> {
     let extract = |r| match r {
         Response::Env { vars, .. } => Some(vars),
@@ -459,14 +547,48 @@ fn env(ctx: &Ctx, service: String, reveal: bool, json: bool) -> anyhow::Result<O
     })
 }
 
-fn show(ctx: &Ctx, service: String, json: bool) -> anyhow::Result<Outcome> {
-    let extract = |r| match r {
-        Response::Show { service } => Some(service),
+/// `lmctl signal SIGNAL SERVICE`, with a hint when the two are swapped.
+fn signal_verb(ctx: &Ctx, signal: String, service: String) -> anyhow::Result<Outcome> {
+    let is_signal = |s: &str| config::units::parse_signal(s).is_ok();
+    if !is_signal(&signal) {
+        if is_signal(&service) {
+            eprintln!(
+                "lmctl: `{signal}` is not a signal, but `{service}` is: the signal comes first.\n\
+                 Try: lmctl signal {service} {signal}"
+            );
+        } else {
+            eprintln!(
+                "lmctl: `{signal}` is not a signal; use a name like SIGTERM, SIGHUP, SIGUSR1 \
+                 (or TERM, or a number).\nUsage: lmctl signal SIGNAL SERVICE"
+            );
+        }
+        return Ok(Outcome::Usage);
+    }
+    simple(ctx, Request::Signal { service, signal })
+}
+
+/// `lmctl version`: ours, and the running daemon's when there is one.
+fn version(ctx: &Ctx, json: bool) -> anyhow::Result<Outcome> {
+    let daemon = match ctx.socket().map(|s| client::request(&s, Request::Ping)) {
+        Ok(Ok(Response::Pong { version, pid, .. })) => Some((version, pid)),
         _ => None,
     };
-    read_verb(ctx, Request::Show { service }, json, extract, |d| {
-        render::detail(d)
-    })
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "lmctl": VERSION,
+                "daemon": daemon.as_ref().map(|(v, pid)| serde_json::json!({"version": v, "pid": pid})),
+            })
+        );
+    } else {
+        println!("lmctl {VERSION}");
+        match daemon {
+            Some((v, pid)) => println!("leadmaster-supervisord {v} (pid {pid})"),
+            None => println!("leadmaster-supervisord: not running"),
+        }
+    }
+    Ok(Outcome::Ok)
 }
 
 fn ping(ctx: &Ctx, json: bool) -> anyhow::Result<Outcome> {
@@ -521,16 +643,20 @@ fn shutdown(ctx: &Ctx) -> anyhow::Result<Outcome> {
 }
 
 fn startup_unit(ctx: &Ctx, install: bool) -> anyhow::Result<Outcome> {
-    let config = ctx.config.canonicalize().map_err(|e| {
+    let path = ctx.config()?;
+    let config = path.canonicalize().map_err(|e| {
         anyhow::anyhow!(
             "cannot find {} ({e}); pass the config with --config",
-            ctx.config.display()
+            path.display()
         )
     })?;
     let exe = std::env::current_exe()?;
     let bin_dir = exe.parent().unwrap_or(Path::new("/usr/local/bin"));
     let workdir = config.parent().unwrap_or(Path::new("/"));
-    let text = startup::unit(bin_dir, &config, workdir);
+    let config_text = std::fs::read_to_string(&config)
+        .map_err(|e| anyhow::anyhow!("cannot read {} ({e})", config.display()))?;
+    let plan = startup::Plan::from_toml(&config_text);
+    let text = startup::unit(bin_dir, &config, workdir, &plan);
     if !install {
         print!("{text}");
         return Ok(Outcome::Ok);

@@ -7,12 +7,59 @@ use crate::config::units::{human_bytes, human_duration};
 use crate::config::EnvSource;
 use crate::control::proto::{EnvEntry, ReloadDiff, ServiceDetail, ServiceStatus, StateName};
 
-pub fn status_table(services: &[ServiceStatus]) -> String {
+/// Colours on stdout: only on a terminal, and never with `NO_COLOR` set (no-color.org) or
+/// `TERM=dumb`.
+pub fn color_wanted() -> bool {
+    use std::io::IsTerminal;
+    std::io::stdout().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+        && std::env::var("TERM").map_or(true, |t| t != "dumb")
+}
+
+/// ANSI colour of a state: green ready/running, yellow on the way, red failed.
+fn state_color(state: &str) -> Option<&'static str> {
+    match state {
+        "ready" | "running" => Some("32"),
+        "starting" | "backoff" | "stopping" | "unhealthy" => Some("33"),
+        "failed" => Some("31"),
+        _ => None,
+    }
+}
+
+/// `text` padded to `width` (padding outside the colour, so columns stay aligned).
+fn paint(text: &str, width: usize, color: Option<&str>) -> String {
+    let pad = " ".repeat(width.saturating_sub(text.chars().count()));
+    match color {
+        Some(c) => format!("\x1b[{c}m{text}\x1b[0m{pad}"),
+        None => format!("{text}{pad}"),
+    }
+}
+
+/// Lines with their trailing spaces removed (padding of the last column).
+fn trim_lines(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for l in text.lines() {
+        out.push_str(l.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// `services` whose config has no health probe, so HEALTH shows `-` for them.
+pub type NoProbe<'a> = &'a dyn Fn(&str) -> bool;
+
+pub fn status_table(services: &[ServiceStatus], color: bool, no_probe: NoProbe) -> String {
+    let name_w = services
+        .iter()
+        .map(|s| s.name.chars().count())
+        .max()
+        .unwrap_or(0)
+        .clamp(4, 40);
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<20} {:<10} {:>8} {:>8} {:>8} {:>6} {:>10} {:>5} {:<9}",
-        "NAME", "STATE", "PID", "UPTIME", "RESTARTS", "CPU%", "MEMORY", "PROCS", "HEALTH"
+        "{:<name_w$} {:<10} {:>8} {:>8} {:>8} {:>6} {:>10} {:>5} HEALTH",
+        "NAME", "STATE", "PID", "UPTIME", "RESTARTS", "CPU%", "MEMORY", "PROCS"
     );
     for s in services {
         let pid = s.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into());
@@ -26,10 +73,20 @@ pub fn status_table(services: &[ServiceStatus]) -> String {
         } else {
             "-".into()
         };
+        let health = if !s.has_health || no_probe(&s.name) {
+            "-"
+        } else {
+            s.health.as_str()
+        };
+        let state = paint(
+            s.state.as_str(),
+            10,
+            state_color(s.state.as_str()).filter(|_| color),
+        );
         let _ = writeln!(
             out,
-            "{:<20} {:<10} {:>8} {:>8} {:>8} {:>6.1} {:>10} {:>5} {:<9}",
-            s.name, s.state, pid, uptime, s.restarts, s.cpu_percent, mem, s.processes, s.health
+            "{:<name_w$} {state} {:>8} {:>8} {:>8} {:>6.1} {:>10} {:>5} {}",
+            s.name, pid, uptime, s.restarts, s.cpu_percent, mem, s.processes, health
         );
         if !s.waiting_for.is_empty() {
             let _ = writeln!(out, "  waiting for {}", s.waiting_for.join(", "));
@@ -47,7 +104,7 @@ pub fn status_table(services: &[ServiceStatus]) -> String {
             }
         }
     }
-    out
+    trim_lines(&out)
 }
 
 pub fn env_table(vars: &[EnvEntry]) -> String {
@@ -85,18 +142,25 @@ pub fn diff(d: &ReloadDiff) -> String {
     out
 }
 
-pub fn detail(d: &ServiceDetail) -> String {
-    let mut out = status_table(std::slice::from_ref(&d.status));
+pub fn detail(d: &ServiceDetail, color: bool, no_probe: NoProbe) -> String {
+    let mut out = status_table(std::slice::from_ref(&d.status), color, no_probe);
     let _ = writeln!(
         out,
         "\ntree ({}; memory by {}):",
         d.status.tree, d.status.memory_source
     );
+    if !d.tree.is_empty() {
+        let _ = writeln!(
+            out,
+            "  {:>7} {:>7} {:>10} {:>10}  COMMAND",
+            "PID", "PPID", "RSS", "PSS"
+        );
+    }
     for p in &d.tree {
         let pss = p.pss_bytes.map(human_bytes).unwrap_or_else(|| "-".into());
         let _ = writeln!(
             out,
-            "  {:>7} {:>7} rss {:>10} pss {:>10}  {}",
+            "  {:>7} {:>7} {:>10} {:>10}  {}",
             p.pid,
             p.ppid,
             human_bytes(p.rss_bytes),
@@ -129,5 +193,5 @@ pub fn detail(d: &ServiceDetail) -> String {
         "\nconfig:\n{}",
         serde_json::to_string_pretty(&d.config).unwrap_or_default()
     );
-    out
+    trim_lines(&out)
 }

@@ -287,6 +287,7 @@ fn every_number_has_a_range() {
         ("[services.a]\ncommand = \"x\"\nbackoff = { max = \"300d\" }\n", "`services.a.backoff.max`"),
         ("[services.a]\ncommand = \"x\"\nbackoff = { factor = 0.5 }\n", "`services.a.backoff.factor` is 0.5"),
         ("[services.a]\ncommand = \"x\"\nmin_uptime = \"30d\"\n", "`services.a.min_uptime`"),
+        ("[services.a]\ncommand = \"x\"\nstart_grace = \"2h\"\n", "`services.a.start_grace`"),
         ("[services.a]\ncommand = \"x\"\nmax_restarts = -3\n", "`services.a.max_restarts` is -3"),
         ("[services.a]\ncommand = \"x\"\nmax_memory = \"0\"\n", "`services.a.max_memory` is \"0\""),
         ("[services.a]\ncommand = \"x\"\nstop_timeout = \"2h\"\n", "`services.a.stop_timeout`"),

@@ -27,10 +27,7 @@ fn both_seed_ecosystems_convert_to_a_valid_config() {
             "3001",
         ),
     ] {
-        let path = format!(
-            "{}/../shared/examples/pm2/{file}",
-            env!("CARGO_MANIFEST_DIR")
-        );
+        let path = format!("{}/tests/fixtures/pm2/{file}", env!("CARGO_MANIFEST_DIR"));
         let out = Command::new(LMCTL)
             .args(["import-pm2", &path])
             .output()

@@ -5,6 +5,7 @@ mod harness;
 
 mod chaos;
 mod chromium;
+mod cli_verbs;
 mod config_errors;
 mod config_fuzz;
 mod control;
@@ -14,6 +15,7 @@ mod import_pm2;
 mod incidents;
 mod lifecycle;
 mod logs;
+mod monit;
 mod readiness;
 mod robustness;
 mod systemd_unit;

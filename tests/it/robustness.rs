@@ -242,7 +242,7 @@ fn silent_and_half_clients_do_not_hold_the_daemon() {
     let socket = d.state_dir.join("lmctl.sock");
     let silent = UnixStream::connect(&socket).unwrap();
     let half = UnixStream::connect(&socket).unwrap();
-    (&half).write_all(b"{\"version\":1,").unwrap();
+    (&half).write_all(b"{\"version\":2,").unwrap();
     d.ok(&["status"]);
     for s in [&silent, &half] {
         s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
@@ -283,7 +283,7 @@ fn status_answers_while_a_big_reload_is_validated() {
     let status = || {
         let s = UnixStream::connect(&socket).expect("connect");
         s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-        (&s).write_all(b"{\"version\":1,\"request\":{\"verb\":\"status\"}}\n")
+        (&s).write_all(b"{\"version\":2,\"request\":{\"verb\":\"status\"}}\n")
             .expect("send status");
         let mut line = String::new();
         BufReader::new(&s)

@@ -10,10 +10,13 @@ fn committed_unit_matches_the_template() {
         env!("CARGO_MANIFEST_DIR"),
         "/units/leadmaster-supervisord.service"
     );
+    let config =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/supervisor.toml")).unwrap();
     let rendered = lmsup::cli::startup::unit(
         Path::new("/opt/leadmaster/bin"),
         Path::new("/opt/leadmaster/supervisor.toml"),
         Path::new("/opt/leadmaster"),
+        &lmsup::cli::startup::Plan::from_toml(&config),
     );
     if std::env::var("UPDATE_UNITS").as_deref() == Ok("1") {
         std::fs::write(path, &rendered).unwrap();
@@ -44,9 +47,15 @@ fn systemd_analyze_verifies_the_unit() {
     let dir = tempfile::tempdir().unwrap();
     let bin = Path::new(crate::harness::LMCTL).parent().unwrap();
     let config = dir.path().join("supervisor.toml");
-    std::fs::write(&config, "[services.a]\ncommand = \"sleep\"\n").unwrap();
+    let text = "[services.a]\ncommand = \"sleep\"\n";
+    std::fs::write(&config, text).unwrap();
     let unit = dir.path().join("leadmaster-supervisord.service");
-    std::fs::write(&unit, lmsup::cli::startup::unit(bin, &config, dir.path())).unwrap();
+    let plan = lmsup::cli::startup::Plan::from_toml(text);
+    std::fs::write(
+        &unit,
+        lmsup::cli::startup::unit(bin, &config, dir.path(), &plan),
+    )
+    .unwrap();
     let out = Command::new("systemd-analyze")
         .arg("verify")
         .arg(&unit)

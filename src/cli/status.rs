@@ -1,0 +1,150 @@
+//! `lmctl status [SVC...] [--watch [INTERVAL]]` and `lmctl show SVC...`.
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::time::Duration;
+
+use super::{ask, print_error, render, Ctx, Outcome, StatusArgs};
+use crate::control::proto::{Request, Response, ServiceStatus};
+
+/// Services of the config that have no health probe (their HEALTH is `-`). Read from the
+/// config file when it is valid; empty otherwise (HEALTH then shows what the daemon says).
+pub(crate) fn without_probe(ctx: &Ctx) -> BTreeSet<String> {
+    ctx.loaded()
+        .map(|c| {
+            c.services
+                .into_iter()
+                .filter(|(_, s)| s.health.is_none())
+                .map(|(n, _)| n)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Every service of a status answer, or an error naming the ones that do not exist.
+pub(crate) fn fetch(
+    ctx: &Ctx,
+    names: &[String],
+) -> anyhow::Result<Result<Vec<ServiceStatus>, Response>> {
+    let resp = ask(ctx, Request::Status)?;
+    let Response::Status { services } = resp else {
+        return Ok(Err(resp));
+    };
+    if names.is_empty() {
+        return Ok(Ok(services));
+    }
+    let unknown: Vec<&String> = names
+        .iter()
+        .filter(|n| !services.iter().any(|s| &s.name == *n))
+        .collect();
+    if !unknown.is_empty() {
+        let known: Vec<&str> = services.iter().map(|s| s.name.as_str()).collect();
+        return Ok(Err(Response::error(
+            crate::control::proto::ErrorCode::UnknownService,
+            format!(
+                "no service named {}; the daemon runs: {}",
+                unknown
+                    .iter()
+                    .map(|n| format!("`{n}`"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                known.join(", ")
+            ),
+        )));
+    }
+    // In the order asked for.
+    Ok(Ok(names
+        .iter()
+        .filter_map(|n| services.iter().find(|s| &s.name == n).cloned())
+        .collect()))
+}
+
+pub(crate) fn status(ctx: &Ctx, a: StatusArgs) -> anyhow::Result<Outcome> {
+    let no_probe = without_probe(ctx);
+    let is_none = |n: &str| no_probe.contains(n);
+    let color = render::color_wanted();
+    let Some(interval) = a.watch else {
+        let services = match fetch(ctx, &a.services)? {
+            Ok(s) => s,
+            Err(resp) => {
+                print_error(&resp);
+                return Ok(Outcome::Failed);
+            }
+        };
+        if a.json {
+            println!("{}", serde_json::to_string_pretty(&services)?);
+        } else {
+            print!("{}", render::status_table(&services, color, &is_none));
+        }
+        // Exit 3 when a service is `failed`, as supervisorctl does: scripts can tell.
+        let failed = services
+            .iter()
+            .any(|s| s.state == crate::control::proto::StateName::Failed);
+        return Ok(if failed {
+            Outcome::ServiceFailed
+        } else {
+            Outcome::Ok
+        });
+    };
+    // --watch: the plain table again every interval; on a terminal the screen is cleared
+    // first, when piped each table follows a time line. Ends on Ctrl-C or a closed stdout.
+    let interval = interval.max(Duration::from_millis(100));
+    loop {
+        let text = match fetch(ctx, &a.services)? {
+            Ok(s) => render::status_table(&s, color, &is_none),
+            Err(resp) => {
+                print_error(&resp);
+                return Ok(Outcome::Failed);
+            }
+        };
+        let mut out = std::io::stdout().lock();
+        let head = if color { "\x1b[H\x1b[2J" } else { "" };
+        let now = chrono::Local::now().format("%Y-%m-%d %H:%M:%S");
+        let every = crate::config::units::human_duration(interval);
+        if write!(out, "{head}{now} (every {every}; Ctrl-C to stop)\n{text}\n").is_err()
+            || out.flush().is_err()
+        {
+            return Ok(Outcome::Ok);
+        }
+        drop(out);
+        std::thread::sleep(interval);
+    }
+}
+
+pub(crate) fn show(ctx: &Ctx, names: &[String], json: bool) -> anyhow::Result<Outcome> {
+    let no_probe = without_probe(ctx);
+    let is_none = |n: &str| no_probe.contains(n);
+    let color = render::color_wanted();
+    let mut details = Vec::new();
+    let mut failed = false;
+    for name in names {
+        match ask(
+            ctx,
+            Request::Show {
+                service: name.clone(),
+            },
+        )? {
+            Response::Show { service } => details.push(service),
+            other => {
+                if !print_error(&other) {
+                    anyhow::bail!("the daemon sent an unexpected answer to show {name}");
+                }
+                failed = true;
+            }
+        }
+    }
+    if json {
+        let text = match details.as_slice() {
+            [one] if names.len() == 1 => serde_json::to_string_pretty(one)?,
+            _ => serde_json::to_string_pretty(&details)?,
+        };
+        println!("{text}");
+    } else {
+        let texts: Vec<String> = details
+            .iter()
+            .map(|d| render::detail(d, color, &is_none))
+            .collect();
+        print!("{}", texts.join("\n"));
+    }
+    Ok(if failed { Outcome::Failed } else { Outcome::Ok })
+}
