@@ -191,6 +191,7 @@ pub struct StartArgs {
 
 #[derive(Args, Debug)]
 pub struct StopArgs {
+    /// Services to stop; none means all.
     pub services: Vec<String>,
     /// Return at once instead of waiting until the process trees are gone.
     #[arg(long)]
