@@ -40,6 +40,11 @@ pub enum DaemonError {
     },
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
+    #[error("cannot listen for metrics on {addr} ([metrics] listen): {source}; pick a free port or remove [metrics]")]
+    Metrics {
+        addr: String,
+        source: std::io::Error,
+    },
 }
 
 /// Holds the state dir's lock for the daemon's lifetime: one daemon per state dir.
@@ -144,6 +149,18 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         },
     )?;
 
+    let metrics_listener =
+        match &config.metrics.listen {
+            Some(addr) => Some(crate::metrics::server::bind(addr).await.map_err(|e| {
+                DaemonError::Metrics {
+                    addr: addr.clone(),
+                    source: e,
+                }
+            })?),
+            None => None,
+        };
+    let alerts_cfg = config.alerts.clone();
+
     let (tx, rx) = mpsc::unbounded_channel();
     let systemd = Systemd::from_env();
     let watchdog = systemd.watchdog_interval();
@@ -157,6 +174,31 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         cgroup_root.clone(),
         systemd,
     );
+    let alert_stats = alerts_cfg
+        .as_ref()
+        .map(|_| std::sync::Arc::new(crate::metrics::AlertStats::default()));
+    let (actor, alert_task) = match (alerts_cfg, &alert_stats) {
+        (Some(cfg), Some(stats)) => {
+            let (atx, arx) = mpsc::channel(crate::alerts::INBOX);
+            let engine =
+                crate::alerts::Engine::new(cfg, state_dir.join("logs"), tx.clone(), stats.clone());
+            (actor.with_alerts(atx), Some(tokio::spawn(engine.run(arx))))
+        }
+        _ => (actor, None),
+    };
+    let metrics_task = metrics_listener.map(|l| {
+        if let Ok(addr) = l.local_addr() {
+            logs.event(None, format!("metrics on http://{addr}/metrics"));
+        }
+        tokio::spawn(crate::metrics::server::serve(
+            l,
+            crate::metrics::server::Sources {
+                actor: tx.clone(),
+                logs: logs.stats.clone(),
+                alerts: alert_stats.clone(),
+            },
+        ))
+    });
 
     let server = tokio::spawn(crate::control::server::serve(
         listener,
@@ -172,6 +214,12 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
 
     server.abort();
     signals.abort();
+    if let Some(t) = metrics_task {
+        t.abort();
+    }
+    if let Some(t) = alert_task {
+        t.abort();
+    }
     sampler.abort();
     if let Some(d) = dog {
         d.abort();

@@ -2,6 +2,7 @@
 //! environment it is given, and returns a [`Config`] or every problem found, each with
 //! `file:line:col`.
 
+pub mod alerts;
 pub mod diagnostics;
 pub mod envfile;
 pub mod interpolate;
@@ -251,6 +252,9 @@ impl<'a> Validator<'a> {
             }
         }
         let start_order = self.order(&pending, &dep_spans);
+        let names: BTreeSet<String> = pending.keys().cloned().collect();
+        let alerts = self.alerts(raw.alerts, &names, daemon_env);
+        let metrics = self.metrics(raw.metrics);
 
         // Env: interpolate every declared value, then args and probes.
         let mut resolver = Resolver::new(&layers);
@@ -333,6 +337,8 @@ impl<'a> Validator<'a> {
             logs,
             services,
             start_order,
+            alerts,
+            metrics,
         })
     }
 

@@ -15,6 +15,9 @@ pub struct Config {
     pub services: BTreeMap<String, ServiceSpec>,
     /// Service names in dependency order: every service after everything it depends on.
     pub start_order: Vec<String>,
+    /// `[alerts]`, when present.
+    pub alerts: Option<super::alerts::AlertsConfig>,
+    pub metrics: super::alerts::MetricsConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
