@@ -1,6 +1,7 @@
 //! `lmctl`: argument parsing and one function per verb. Exit codes: 0 success, 1 a failed
 //! operation, 2 bad usage.
 
+mod events;
 mod launch;
 mod render;
 pub mod startup;
@@ -69,6 +70,10 @@ pub enum Verb {
     Signal { signal: String, service: String },
     /// Stop every service and the daemon.
     Shutdown,
+    /// The event history (kept across daemon restarts): spawns, exits, restarts, alerts...
+    Events(events::EventsArgs),
+    /// Alert rules with their state; `alerts test RULE` sends a test message.
+    Alerts(events::AlertsArgs),
     /// Is a daemon running on this config's socket?
     Ping(JsonFlag),
     /// Convert a PM2 ecosystem file (.json, or .js/.cjs evaluated with node) to
@@ -170,6 +175,8 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Verb::Signal { signal, service } => simple(&ctx, Request::Signal { service, signal }),
         Verb::Shutdown => shutdown(&ctx),
         Verb::Ping(f) => ping(&ctx, f.json),
+        Verb::Events(a) => events::events(&ctx, a),
+        Verb::Alerts(a) => events::alerts(&ctx, a),
         Verb::Startup { install } => startup_unit(&ctx, install),
         Verb::ImportPm2 { file } => import_pm2(&file),
     }
