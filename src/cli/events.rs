@@ -132,7 +132,10 @@ pub(super) fn events(ctx: &Ctx, a: EventsArgs) -> anyhow::Result<Outcome> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let list = files(&dir);
-    let current = list.last().cloned().unwrap_or_else(|| dir.join(EVENTS_FILE));
+    let current = list
+        .last()
+        .cloned()
+        .unwrap_or_else(|| dir.join(EVENTS_FILE));
     for f in &list {
         let Ok(file) = std::fs::File::open(f) else {
             continue;

@@ -59,7 +59,8 @@ backoff = {{ initial = "100ms", max = "200ms" }}
     assert!(fired["summary"].as_str().is_some_and(|s| !s.is_empty()));
     let tail = fired["stderr_tail"].as_array().expect("stderr_tail");
     assert!(
-        tail.iter().any(|l| l.as_str().is_some_and(|l| l.starts_with("boom-"))),
+        tail.iter()
+            .any(|l| l.as_str().is_some_and(|l| l.starts_with("boom-"))),
         "{tail:?}"
     );
     // The decisions and deliveries are events too.
@@ -110,7 +111,8 @@ max_restarts = 0
     // The supervisor does not wait for the webhook.
     let t0 = Instant::now();
     for _ in 0..5 {
-        d.ok(&["status"]);
+        // Exit 3: a service is failed (that is the point of the rule).
+        assert_eq!(d.lmctl(&["status"]).status.code(), Some(3));
     }
     let per = t0.elapsed() / 5;
     eprintln!("RETRY: lmctl status took {per:?} while deliveries were failing");
@@ -133,9 +135,10 @@ max_restarts = 0
     );
     assert!(sent["attempt"].as_u64().unwrap_or(0) >= 2);
     assert!(failed.iter().all(|e| e["retry_in_ms"].is_u64()));
-    let st: serde_json::Value =
-        serde_json::from_str(&d.ok(&["alerts", "--json"])).expect("json");
-    assert!(st[0]["last_error"].as_str().is_some_and(|e| e.contains("hook")));
+    let st: serde_json::Value = serde_json::from_str(&d.ok(&["alerts", "--json"])).expect("json");
+    assert!(st[0]["last_error"]
+        .as_str()
+        .is_some_and(|e| e.contains("hook")));
 }
 
 #[test]
@@ -169,7 +172,9 @@ max_restarts = 0
             .iter()
             .any(|e| e["kind"] == "memory_restart")
     });
-    wait_until("the memory alert delivered", T, || rx.count("fat", "firing") >= 1);
+    wait_until("the memory alert delivered", T, || {
+        rx.count("fat", "firing") >= 1
+    });
     let ev = history(&d.state_dir);
     let fired = ev
         .iter()
@@ -179,7 +184,10 @@ max_restarts = 0
         .iter()
         .position(|e| e["kind"] == "memory_restart")
         .expect("memory_restart");
-    assert!(fired < restart, "the warning came before the restart: {ev:?}");
+    assert!(
+        fired < restart,
+        "the warning came before the restart: {ev:?}"
+    );
     let s = rx.bodies()[0]["summary"].as_str().unwrap_or("").to_string();
     assert!(s.contains("above 60 MiB") || s.contains("above"), "{s}");
 }
@@ -295,11 +303,23 @@ args = ["sleep"]
     let out = d.lmctl(&["check"]);
     assert_eq!(out.status.code(), Some(1));
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("names service `nosuch`, which is not defined"), "{text}");
-    assert!(text.contains("invalid duration") || text.contains("an hour"), "{text}");
+    assert!(
+        text.contains("names service `nosuch`, which is not defined"),
+        "{text}"
+    );
+    assert!(
+        text.contains("invalid duration") || text.contains("an hour"),
+        "{text}"
+    );
     assert!(text.contains("alert rule `c` has no destination"), "{text}");
-    assert!(text.contains("alert rule `d` must have exactly one condition"), "{text}");
-    assert!(text.contains("sends to `mail`, which is not defined"), "{text}");
+    assert!(
+        text.contains("alert rule `d` must have exactly one condition"),
+        "{text}"
+    );
+    assert!(
+        text.contains("sends to `mail`, which is not defined"),
+        "{text}"
+    );
     // Every problem with a file:line:col.
     for l in text.lines() {
         assert!(l.contains("supervisor.toml:"), "{l}");

@@ -72,7 +72,9 @@ fn events_of_before_a_daemon_restart_are_still_shown_after_it() {
     assert!(text.contains("exited with exit code 7"), "{text}");
     // It reads the files: it works with no daemon running.
     assert_eq!(d.terminate(T), Some(0));
-    assert!(d.ok(&["events"]).contains("all services stopped; daemon exiting"));
+    assert!(d
+        .ok(&["events"])
+        .contains("all services stopped; daemon exiting"));
 }
 
 #[test]

@@ -6,7 +6,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use crate::harness::*;
-use crate::obs_util::{http_get, metric};
+use crate::obs_util::{http_get, metric, try_http_get};
 
 const T: Duration = Duration::from_secs(30);
 
@@ -60,9 +60,15 @@ fn metrics_pass_promtool_and_count_known_restarts() {
         v("lm_service_state{service=\"crashy\",state=\"failed\"}"),
         Some(1.0)
     );
-    assert_eq!(v("lm_service_last_exit_code{service=\"crashy\"}"), Some(3.0));
+    assert_eq!(
+        v("lm_service_last_exit_code{service=\"crashy\"}"),
+        Some(3.0)
+    );
     assert!(v("lm_log_lines_total{service=\"crashy\",stream=\"err\"}").unwrap_or(0.0) >= 4.0);
-    assert_eq!(v("lm_log_dropped_lines_total{service=\"crashy\"}"), Some(0.0));
+    assert_eq!(
+        v("lm_log_dropped_lines_total{service=\"crashy\"}"),
+        Some(0.0)
+    );
     assert!(v("lm_daemon_resident_memory_bytes").unwrap_or(0.0) > 1e6);
     for family in [
         "lm_service_memory_bytes{service=\"stable\"}",
@@ -113,9 +119,13 @@ fn metrics_listener_drops_slow_and_oversized_requests() {
     d.wait_state("s", "running", T);
     // A header larger than the limit: answered with an error or closed, never served.
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
     let big = "x".repeat(64 * 1024);
-    let _ = write!(s, "GET /metrics HTTP/1.1\r\nHost: a\r\nX-Big: {big}\r\n\r\n");
+    let _ = write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: a\r\nX-Big: {big}\r\n\r\n"
+    );
     let mut text = String::new();
     let _ = s.read_to_string(&mut text);
     assert!(!text.contains("200 OK"), "{text:.200}");
@@ -126,7 +136,7 @@ fn metrics_listener_drops_slow_and_oversized_requests() {
         .collect();
     let t0 = Instant::now();
     wait_until("a scrape to succeed despite idle connections", T, || {
-        std::panic::catch_unwind(|| http_get(port, "/metrics").0.contains("200")).unwrap_or(false)
+        try_http_get(port, "/metrics").is_some_and(|(st, _)| st.contains("200"))
     });
     eprintln!("scrape served {:?} after 40 idle connections", t0.elapsed());
     drop(idle);

@@ -106,18 +106,22 @@ fn read_post(stream: TcpStream) -> Option<Value> {
 
 /// `GET path` on 127.0.0.1:port; (status line, body).
 pub fn http_get(port: u16, path: &str) -> (String, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect metrics");
-    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    try_http_get(port, path).expect("GET on the metrics port")
+}
+
+pub fn try_http_get(port: u16, path: &str) -> Option<(String, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
     write!(
         s,
         "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
     )
-    .expect("send");
+    .ok()?;
     let mut text = String::new();
     let _ = s.read_to_string(&mut text);
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let (head, body) = text.split_once("\r\n\r\n")?;
     let status = head.lines().next().unwrap_or("").to_string();
-    (status, body.to_string())
+    Some((status, body.to_string()))
 }
 
 /// Every record of `<state_dir>/events.jsonl` (current file only).
