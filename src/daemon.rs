@@ -124,10 +124,18 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         Some(r) => format!("a cgroup per service under {}", r.display()),
         None => "process groups, parent links and env markers (no writable cgroup v2)".to_string(),
     };
-    logs.event(
-        None,
-        format!("leadmaster-supervisord {} (pid {me}) starting with {}; process trees tracked by {mechanism}", env!("CARGO_PKG_VERSION"), config.file.display()),
-    );
+    {
+        use crate::supervisor::event::{Event, EventKind};
+        let e = Event::daemon(EventKind::DaemonStart {
+            pid: me as u32,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            config: config.file.display().to_string(),
+            tracking: mechanism,
+        });
+        let text = e.kind.to_string();
+        logs.record(crate::supervisor::actor::history_line(&e, &text));
+        logs.event(None, text);
+    }
 
     let socket_path = config.supervisor.socket.clone();
     if let Some(parent) = socket_path.parent() {
@@ -174,18 +182,18 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         cgroup_root.clone(),
         systemd,
     );
-    let alert_stats = alerts_cfg
-        .as_ref()
-        .map(|_| std::sync::Arc::new(crate::metrics::AlertStats::default()));
-    let (actor, alert_task) = match (alerts_cfg, &alert_stats) {
-        (Some(cfg), Some(stats)) => {
-            let (atx, arx) = mpsc::channel(crate::alerts::INBOX);
-            let engine =
-                crate::alerts::Engine::new(cfg, state_dir.join("logs"), tx.clone(), stats.clone());
-            (actor.with_alerts(atx), Some(tokio::spawn(engine.run(arx))))
-        }
-        _ => (actor, None),
-    };
+    // The engine always runs (with no rules when `[alerts]` is absent), so a reload can
+    // add rules.
+    let alert_stats = std::sync::Arc::new(crate::metrics::AlertStats::default());
+    let (atx, arx) = mpsc::channel(crate::alerts::INBOX);
+    let engine = crate::alerts::Engine::new(
+        alerts_cfg.unwrap_or_else(crate::config::alerts::AlertsConfig::empty),
+        state_dir.join("logs"),
+        tx.clone(),
+        alert_stats.clone(),
+    );
+    let actor = actor.with_alerts(atx);
+    let alert_task = tokio::spawn(engine.run(arx));
     let metrics_task = metrics_listener.map(|l| {
         if let Ok(addr) = l.local_addr() {
             logs.event(None, format!("metrics on http://{addr}/metrics"));
@@ -195,7 +203,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
             crate::metrics::server::Sources {
                 actor: tx.clone(),
                 logs: logs.stats.clone(),
-                alerts: alert_stats.clone(),
+                alerts: Some(alert_stats.clone()),
             },
         ))
     });
@@ -217,9 +225,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     if let Some(t) = metrics_task {
         t.abort();
     }
-    if let Some(t) = alert_task {
-        t.abort();
-    }
+    alert_task.abort();
     sampler.abort();
     if let Some(d) = dog {
         d.abort();

@@ -39,6 +39,9 @@ pub enum Input {
     Event(Event),
     Status(Vec<ServiceStatus>),
     Request(Request),
+    /// A reload: the new `[alerts]` (None: removed). Rules that kept their name and
+    /// condition keep their open incidents.
+    Reconfigure(Box<Option<AlertsConfig>>),
 }
 
 /// `lmctl alerts` or `alerts test`, with where to answer.
@@ -108,6 +111,8 @@ pub struct Engine {
     status: BTreeMap<String, ServiceStatus>,
     workers: BTreeMap<String, deliver::Worker>,
     outcomes: mpsc::UnboundedReceiver<Outcome>,
+    outcomes_tx: mpsc::UnboundedSender<Outcome>,
+    stats: Arc<AlertStats>,
 }
 
 impl Engine {
@@ -118,8 +123,29 @@ impl Engine {
         stats: Arc<AlertStats>,
     ) -> Engine {
         let (otx, orx) = mpsc::unbounded_channel();
-        let secrets = Arc::new(cfg.secrets.clone());
-        let workers = cfg
+        let rules = cfg.rules.iter().map(|_| RuleState::default()).collect();
+        let mut e = Engine {
+            cfg,
+            host: hostname(),
+            log_dir,
+            actor,
+            incidents: BTreeMap::new(),
+            rules,
+            status: BTreeMap::new(),
+            workers: BTreeMap::new(),
+            outcomes: orx,
+            outcomes_tx: otx,
+            stats,
+        };
+        e.start_workers();
+        e
+    }
+
+    /// One worker per destination. Replaced workers finish what they hold, then end.
+    fn start_workers(&mut self) {
+        let secrets = Arc::new(self.cfg.secrets.clone());
+        self.workers = self
+            .cfg
             .destinations
             .iter()
             .map(|(name, d)| {
@@ -129,25 +155,38 @@ impl Engine {
                         name.clone(),
                         d.clone(),
                         secrets.clone(),
-                        actor.clone(),
-                        stats.clone(),
-                        otx.clone(),
+                        self.actor.clone(),
+                        self.stats.clone(),
+                        self.outcomes_tx.clone(),
                     ),
                 )
             })
             .collect();
-        let rules = cfg.rules.iter().map(|_| RuleState::default()).collect();
-        Engine {
-            cfg,
-            host: hostname(),
-            log_dir,
-            actor,
-            incidents: BTreeMap::new(),
-            rules,
-            status: BTreeMap::new(),
-            workers,
-            outcomes: orx,
+    }
+
+    fn reconfigure(&mut self, new: Option<AlertsConfig>) {
+        let new = new.unwrap_or_else(AlertsConfig::empty);
+        let same = |old: &Rule| {
+            new.rules
+                .iter()
+                .position(|r| r.name == old.name && r.condition == old.condition)
+        };
+        let mut incidents = BTreeMap::new();
+        for ((i, svc), inc) in std::mem::take(&mut self.incidents) {
+            if let Some(j) = self.cfg.rules.get(i).and_then(same) {
+                incidents.insert((j, svc), inc);
+            }
         }
+        let mut rules: Vec<RuleState> = new.rules.iter().map(|_| RuleState::default()).collect();
+        for (i, st) in std::mem::take(&mut self.rules).into_iter().enumerate() {
+            if let Some(j) = self.cfg.rules.get(i).and_then(same) {
+                rules[j] = st;
+            }
+        }
+        self.incidents = incidents;
+        self.rules = rules;
+        self.cfg = new;
+        self.start_workers();
     }
 
     pub async fn run(mut self, mut rx: mpsc::Receiver<Input>) {
@@ -159,6 +198,7 @@ impl Engine {
                     Some(Input::Event(e)) => self.on_event(&e, Instant::now()),
                     Some(Input::Status(s)) => self.on_status(s, Instant::now()),
                     Some(Input::Request(r)) => self.on_request(r).await,
+                    Some(Input::Reconfigure(c)) => self.reconfigure(*c),
                     None => return,
                 },
                 Some(o) = self.outcomes.recv() => self.on_outcome(o),
@@ -219,22 +259,24 @@ impl Engine {
                 }
                 (
                     Condition::DaemonRecovered,
-                    None,
+                    svc,
                     EventKind::OrphansReaped {
                         earlier_daemon: true,
                         processes,
                     },
                 ) => {
                     let summary = format!(
-                        "the daemon started after a crash of an earlier one and reaped {} leftover process(es): {}",
+                        "the daemon started after a crash of an earlier one and reaped {} leftover process(es) of {}: {}",
                         processes.len(),
+                        svc.as_deref().unwrap_or("its services"),
                         processes.join(", ")
                     );
                     self.one_shot(i, summary, now);
                 }
-                (Condition::DaemonRecovered, _, EventKind::CgroupReaped { cgroup, pids }) => {
+                (Condition::DaemonRecovered, svc, EventKind::CgroupReaped { cgroup, pids }) => {
                     let summary = format!(
-                        "the daemon started after a crash of an earlier one and killed its cgroup {cgroup} ({} process(es))",
+                        "the daemon started after a crash of an earlier one and killed the cgroup {cgroup} of {} ({} process(es))",
+                        svc.as_deref().unwrap_or("a service"),
                         pids.len()
                     );
                     self.one_shot(i, summary, now);

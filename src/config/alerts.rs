@@ -203,6 +203,18 @@ mod humantime_serde_like {
     }
 }
 
+impl AlertsConfig {
+    /// No rules: what a daemon runs with when `[alerts]` is absent (a reload may add some).
+    pub fn empty() -> AlertsConfig {
+        AlertsConfig {
+            min_interval: Duration::from_secs(15 * 60),
+            destinations: BTreeMap::new(),
+            rules: Vec::new(),
+            secrets: Vec::new(),
+        }
+    }
+}
+
 /// Replaces every secret value in `text` by `***` (for logs, events and `lmctl alerts`).
 pub fn redact(text: &str, secrets: &[String]) -> String {
     let mut out = text.to_string();

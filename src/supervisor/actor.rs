@@ -275,6 +275,11 @@ impl Actor {
             Msg::Reload => self.begin_reload(None),
             Msg::ReloadLoaded { result, reply } => match result {
                 Ok(config) => {
+                    if let Some(tx) = &self.alerts {
+                        let _ = tx.try_send(crate::alerts::Input::Reconfigure(Box::new(
+                            config.alerts.clone(),
+                        )));
+                    }
                     let resp = self.feed(Input::Reload(config));
                     if let (Some(r), Some(resp)) = (reply, resp) {
                         let _ = r.send(resp);

@@ -171,6 +171,13 @@ pub enum EventKind {
     LogDropped {
         count: u64,
     },
+    /// The daemon started (written before the actor runs).
+    DaemonStart {
+        pid: u32,
+        version: String,
+        config: String,
+        tracking: String,
+    },
     /// An alert rule's condition holds (written when the engine decides, before delivery).
     AlertFired {
         rule: String,
@@ -383,6 +390,15 @@ impl std::fmt::Display for EventKind {
             ),
             DaemonExit => write!(f, "all services stopped; daemon exiting"),
             LogDropped { count } => write!(f, "{count} log line(s) dropped under back-pressure"),
+            DaemonStart {
+                pid,
+                version,
+                config,
+                tracking,
+            } => write!(
+                f,
+                "leadmaster-supervisord {version} (pid {pid}) starting with {config}; process trees tracked by {tracking}"
+            ),
             AlertFired {
                 rule,
                 severity,

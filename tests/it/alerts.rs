@@ -325,3 +325,57 @@ args = ["sleep"]
         assert!(l.contains("supervisor.toml:"), "{l}");
     }
 }
+
+#[test]
+fn alerts_daemon_recovered_fires_after_a_daemon_crash() {
+    let rx = Receiver::start();
+    let mut d = Daemon::start(&format!(
+        r#"[alerts]
+[alerts.webhook.hook]
+url = "http://127.0.0.1:{port}/"
+[[alerts.rule]]
+name = "recovered"
+daemon_recovered = true
+to = ["hook"]
+
+[services.s]
+command = "{{helper}}"
+args = ["sleep"]
+"#,
+        port = rx.port
+    ));
+    d.wait_state("s", "running", T);
+    let old = d.pid("s").expect("pid");
+    d.crash();
+    d.spawn();
+    wait_until("the recovered alert", T, || {
+        rx.count("recovered", "firing") == 1
+    });
+    assert!(!alive(old));
+    let b = &rx.bodies()[0];
+    assert!(b["service"].is_null());
+    assert!(
+        b["summary"]
+            .as_str()
+            .unwrap_or("")
+            .contains("crash of an earlier one"),
+        "{b}"
+    );
+}
+
+#[test]
+fn alerts_reload_adds_a_rule() {
+    let rx = Receiver::start();
+    let svc = "[services.dies]\ncommand = \"{helper}\"\nargs = [\"exit\", \"1\"]\nmax_restarts = 0\nautostart = false\n";
+    let d = Daemon::start(svc);
+    assert!(d.ok(&["alerts"]).contains("no alert rules"));
+    d.write_config(&format!(
+        "[alerts]\n[alerts.webhook.hook]\nurl = \"http://127.0.0.1:{}/\"\n[[alerts.rule]]\nname = \"gave-up\"\nstate = \"failed\"\nto = [\"hook\"]\n\n{svc}",
+        rx.port
+    ));
+    d.ok(&["reload"]);
+    let _ = d.lmctl(&["start", "dies"]);
+    wait_until("the alert of a rule added by reload", T, || {
+        rx.count("gave-up", "firing") == 1
+    });
+}
