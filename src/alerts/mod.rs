@@ -691,6 +691,157 @@ pub fn stderr_tail(log_dir: &std::path::Path, service: &str, n: usize) -> Vec<St
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::alerts::Severity;
+    use crate::control::proto::{Health, MemorySource, RestartReason, TreeKind};
+
+    fn st(name: &str, state: StateName, memory: u64) -> ServiceStatus {
+        ServiceStatus {
+            name: name.into(),
+            state,
+            pid: Some(1),
+            uptime_ms: 0,
+            restarts: 0,
+            last_exit: None,
+            cpu_percent: 0.0,
+            memory_bytes: memory,
+            processes: 1,
+            health: Health::Unknown,
+            last_error: None,
+            log_dropped: 0,
+            waiting_for: vec![],
+            status_text: None,
+            tree: TreeKind::Cgroup,
+            memory_source: MemorySource::Cgroup,
+            backoff_ms: None,
+            last_restart_reason: None,
+            last_stop: None,
+            has_health: true,
+        }
+    }
+
+    fn engine(condition: Condition, min: Duration) -> (Engine, mpsc::UnboundedReceiver<Msg>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut cfg = AlertsConfig::empty();
+        cfg.min_interval = min;
+        cfg.rules.push(Rule {
+            name: "r".into(),
+            services: None,
+            severity: Severity::Warning,
+            to: vec![],
+            condition,
+        });
+        let e = Engine::new(
+            cfg,
+            PathBuf::from("/nonexistent"),
+            tx,
+            Arc::new(AlertStats::default()),
+        );
+        (e, rx)
+    }
+
+    /// "fired" / "resolved" for each decision so far.
+    fn decisions(rx: &mut mpsc::UnboundedReceiver<Msg>) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        while let Ok(m) = rx.try_recv() {
+            if let Msg::External(e) = m {
+                match e.kind {
+                    EventKind::AlertFired { .. } => out.push("fired"),
+                    EventKind::AlertResolved { .. } => out.push("resolved"),
+                    _ => {}
+                }
+            }
+        }
+        out
+    }
+
+    fn restart() -> Event {
+        Event::of(
+            "a",
+            EventKind::restart(RestartReason::Crash, "x".into(), Duration::ZERO, 1),
+        )
+    }
+
+    #[tokio::test]
+    async fn restarts_fire_once_per_storm_and_resolve_when_quiet_and_running() {
+        let (mut e, mut rx) = engine(
+            Condition::Restarts {
+                more_than: 2,
+                within: Duration::from_secs(10),
+            },
+            Duration::ZERO,
+        );
+        let t0 = Instant::now();
+        e.on_status(vec![st("a", StateName::Backoff, 0)], t0);
+        for i in 0..6 {
+            e.on_event(&restart(), t0 + Duration::from_secs(i));
+        }
+        assert_eq!(decisions(&mut rx), vec!["fired"]);
+        // Quiet but still down: stays open.
+        e.on_status(
+            vec![st("a", StateName::Failed, 0)],
+            t0 + Duration::from_secs(30),
+        );
+        assert!(decisions(&mut rx).is_empty());
+        e.on_status(
+            vec![st("a", StateName::Running, 0)],
+            t0 + Duration::from_secs(31),
+        );
+        assert_eq!(decisions(&mut rx), vec!["resolved"]);
+    }
+
+    #[tokio::test]
+    async fn memory_needs_its_duration_and_min_interval_holds_back_the_resolve() {
+        let (mut e, mut rx) = engine(
+            Condition::Memory {
+                above: 100,
+                for_: Duration::from_secs(5),
+            },
+            Duration::from_secs(60),
+        );
+        let t0 = Instant::now();
+        let s = |m| vec![st("a", StateName::Running, m)];
+        e.on_status(s(200), t0);
+        e.on_status(s(200), t0 + Duration::from_secs(4));
+        assert!(decisions(&mut rx).is_empty(), "not for 5s yet");
+        e.on_status(s(200), t0 + Duration::from_secs(5));
+        assert_eq!(decisions(&mut rx), vec!["fired"]);
+        // Clears at once, but the resolve waits for min_interval...
+        e.on_status(s(50), t0 + Duration::from_secs(6));
+        assert!(decisions(&mut rx).is_empty());
+        // ...and a flap inside it sends nothing at all.
+        e.on_status(s(200), t0 + Duration::from_secs(7));
+        e.on_status(s(200), t0 + Duration::from_secs(20));
+        e.on_status(s(50), t0 + Duration::from_secs(30));
+        assert!(decisions(&mut rx).is_empty());
+        e.on_status(s(50), t0 + Duration::from_secs(66));
+        assert_eq!(decisions(&mut rx), vec!["resolved"]);
+    }
+
+    #[tokio::test]
+    async fn unhealthy_for_and_log_dropped() {
+        let (mut e, mut rx) = engine(
+            Condition::UnhealthyFor(Duration::from_secs(3)),
+            Duration::ZERO,
+        );
+        let t0 = Instant::now();
+        e.on_status(vec![st("a", StateName::Unhealthy, 0)], t0);
+        e.on_status(
+            vec![st("a", StateName::Unhealthy, 0)],
+            t0 + Duration::from_secs(3),
+        );
+        e.on_status(
+            vec![st("a", StateName::Ready, 0)],
+            t0 + Duration::from_secs(4),
+        );
+        assert_eq!(decisions(&mut rx), vec!["fired", "resolved"]);
+
+        let (mut e, mut rx) = engine(Condition::LogDropped, Duration::ZERO);
+        e.on_status(vec![st("a", StateName::Running, 0)], t0);
+        e.on_event(&Event::of("a", EventKind::LogDropped { count: 5 }), t0);
+        e.evaluate(t0 + Duration::from_secs(30));
+        e.evaluate(t0 + LOG_DROPPED_QUIET + Duration::from_secs(1));
+        assert_eq!(decisions(&mut rx), vec!["fired", "resolved"]);
+    }
 
     #[test]
     fn stderr_tail_strips_prefixes() {
