@@ -27,9 +27,55 @@ pub struct Counters {
     probe_failures: BTreeMap<(String, &'static str), u64>,
     /// Events the alert engine's full inbox could not take.
     pub alert_inputs_dropped: u64,
+    /// (service, probe) → how long checks took.
+    probe_durations: BTreeMap<(String, &'static str), Histogram>,
+}
+
+/// Upper bounds (seconds) of the probe duration buckets.
+pub const PROBE_BUCKETS: [f64; 11] = [
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+#[derive(Debug, Clone, Default)]
+pub struct Histogram {
+    /// Per bucket (not cumulative); the last slot is above every bound.
+    counts: [u64; PROBE_BUCKETS.len() + 1],
+    sum: f64,
+    count: u64,
+}
+
+impl Histogram {
+    pub fn observe(&mut self, v: f64) {
+        let i = PROBE_BUCKETS
+            .iter()
+            .position(|b| v <= *b)
+            .unwrap_or(PROBE_BUCKETS.len());
+        self.counts[i] += 1;
+        self.sum += v;
+        self.count += 1;
+    }
+}
+
+fn probe_name(kind: crate::supervisor::ProbeKind) -> &'static str {
+    match kind {
+        crate::supervisor::ProbeKind::Ready => "ready",
+        crate::supervisor::ProbeKind::Health => "health",
+    }
 }
 
 impl Counters {
+    pub fn on_probe(
+        &mut self,
+        service: &str,
+        kind: crate::supervisor::ProbeKind,
+        took: std::time::Duration,
+    ) {
+        self.probe_durations
+            .entry((service.to_string(), probe_name(kind)))
+            .or_default()
+            .observe(took.as_secs_f64());
+    }
+
     pub fn on_event(&mut self, e: &Event, all: &[String]) {
         match (&e.service, &e.kind) {
             (Some(s), EventKind::Restart { reason, .. }) => {
@@ -39,11 +85,10 @@ impl Counters {
                     .or_default() += 1;
             }
             (Some(s), EventKind::ProbeFailed { probe, .. }) => {
-                let p = match probe {
-                    crate::supervisor::ProbeKind::Ready => "ready",
-                    crate::supervisor::ProbeKind::Health => "health",
-                };
-                *self.probe_failures.entry((s.clone(), p)).or_default() += 1;
+                *self
+                    .probe_failures
+                    .entry((s.clone(), probe_name(*probe)))
+                    .or_default() += 1;
             }
             (None, EventKind::UserRequest { verb, .. }) => {
                 // "restart" (every service) or "restart a b".
@@ -83,6 +128,7 @@ impl Counters {
             cpu_seconds: self.cpu_seconds.clone(),
             probe_failures: self.probe_failures.clone(),
             alert_inputs_dropped: self.alert_inputs_dropped,
+            probe_durations: self.probe_durations.clone(),
         }
     }
 }
@@ -95,6 +141,7 @@ pub struct Snapshot {
     pub cpu_seconds: BTreeMap<String, f64>,
     pub probe_failures: BTreeMap<(String, &'static str), u64>,
     pub alert_inputs_dropped: u64,
+    pub probe_durations: BTreeMap<(String, &'static str), Histogram>,
 }
 
 /// Alert deliveries, counted by the alert engine's delivery tasks.
@@ -346,6 +393,39 @@ pub fn render(
                 "lm_service_probe_failures_total{{service=\"{n}\",probe=\"{p}\"}} {v}"
             );
         }
+    }
+
+    head(
+        &mut o,
+        "lm_service_probe_duration_seconds",
+        "histogram",
+        "How long ready and health checks took (health: every check; ready: the passing one and each new error).",
+    );
+    for ((svc, probe), h) in &snap.probe_durations {
+        let n = esc(svc);
+        let mut cum = 0;
+        for (i, b) in PROBE_BUCKETS.iter().enumerate() {
+            cum += h.counts[i];
+            let _ = writeln!(
+                o,
+                "lm_service_probe_duration_seconds_bucket{{service=\"{n}\",probe=\"{probe}\",le=\"{b}\"}} {cum}"
+            );
+        }
+        let _ = writeln!(
+            o,
+            "lm_service_probe_duration_seconds_bucket{{service=\"{n}\",probe=\"{probe}\",le=\"+Inf\"}} {}",
+            h.count
+        );
+        let _ = writeln!(
+            o,
+            "lm_service_probe_duration_seconds_sum{{service=\"{n}\",probe=\"{probe}\"}} {:.6}",
+            h.sum
+        );
+        let _ = writeln!(
+            o,
+            "lm_service_probe_duration_seconds_count{{service=\"{n}\",probe=\"{probe}\"}} {}",
+            h.count
+        );
     }
 
     // Log counters: every configured service and stream, plus what the writer saw.

@@ -176,7 +176,9 @@ impl Actor {
                 run,
                 kind,
                 result,
+                took,
             } => {
+                self.counters.on_probe(&service, kind, took);
                 self.feed(Input::Probe {
                     service,
                     run,

@@ -55,6 +55,8 @@ pub enum Msg {
         run: u64,
         kind: ProbeKind,
         result: Result<(), String>,
+        /// How long the check took (for the probe duration histogram).
+        took: std::time::Duration,
     },
     Notify {
         service: String,

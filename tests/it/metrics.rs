@@ -28,8 +28,11 @@ fn promtool() -> Option<String> {
 #[test]
 fn metrics_pass_promtool_and_count_known_restarts() {
     let port = free_port();
+    let web = free_port();
     let d = Daemon::start(&format!(
         "[metrics]\nlisten = \"127.0.0.1:{port}\"\n\n\
+         [services.web]\ncommand = \"{{helper}}\"\nargs = [\"http\"]\nenv = {{ PORT = \"{web}\" }}\n\
+         ready = {{ tcp = \"127.0.0.1:{web}\" }}\nhealth = {{ http = \"http://127.0.0.1:{web}/\", interval = \"100ms\" }}\n\n\
          [services.stable]\ncommand = \"{{helper}}\"\nargs = [\"sleep\"]\n\n\
          [services.crashy]\ncommand = \"/bin/sh\"\nargs = [\"-c\", \"echo oops >&2; exit 3\"]\nmax_restarts = 3\nbackoff = {{ initial = \"20ms\", max = \"20ms\" }}\n"
     ));
@@ -77,6 +80,16 @@ fn metrics_pass_promtool_and_count_known_restarts() {
     ] {
         assert!(v(family).is_some(), "{family} missing:\n{body}");
     }
+    // Probe durations: a histogram per service and probe.
+    wait_until("health probe durations", T, || {
+        let (_, b) = http_get(port, "/metrics");
+        metric(
+            &b,
+            "lm_service_probe_duration_seconds_count{service=\"web\",probe=\"health\"}",
+        )
+        .unwrap_or(0.0)
+            >= 3.0
+    });
     // The sampler's numbers show up once it has run.
     wait_until("memory of `stable` in /metrics", T, || {
         let (_, b) = http_get(port, "/metrics");
@@ -84,6 +97,8 @@ fn metrics_pass_promtool_and_count_known_restarts() {
             && metric(&b, "lm_service_processes{service=\"stable\"}") == Some(1.0)
     });
 
+    let (_, body) = http_get(port, "/metrics");
+    assert!(body.contains("lm_service_probe_duration_seconds_bucket{service=\"web\",probe=\"ready\",le=\"+Inf\"} 1"), "{body}");
     if let Some(tool) = promtool() {
         let mut p = std::process::Command::new(tool)
             .args(["check", "metrics"])
