@@ -161,7 +161,8 @@ fn metrics_listener_drops_slow_and_oversized_requests() {
     assert!(t0.elapsed() < Duration::from_secs(2));
 }
 
-fn scrape_cost(n: usize, running: usize) -> (Duration, usize) {
+/// (time per scrape, body size, daemon CPU seconds per scrape).
+fn scrape_cost(n: usize, running: usize) -> (Duration, usize, f64) {
     let port = free_port();
     let mut body = format!("[metrics]\nlisten = \"127.0.0.1:{port}\"\n\n");
     for i in 0..n {
@@ -180,21 +181,30 @@ fn scrape_cost(n: usize, running: usize) -> (Duration, usize) {
     });
     // Warm up, then time N scrapes end to end (connect, request, full body).
     let (_, first) = http_get(port, "/metrics");
+    let cpu = |b: &str| metric(b, "lm_daemon_cpu_seconds_total").unwrap_or(0.0);
     let rounds = 20;
     let t0 = Instant::now();
+    let mut last = String::new();
     for _ in 0..rounds {
-        let (st, _) = http_get(port, "/metrics");
+        let (st, b) = http_get(port, "/metrics");
         assert!(st.contains("200"));
+        last = b;
     }
-    (t0.elapsed() / rounds, first.len())
+    let took = t0.elapsed();
+    // The daemon's CPU over the scrapes (the sampler's share included: an upper bound).
+    let per_scrape_cpu = (cpu(&last) - cpu(&first)).max(0.0) / f64::from(rounds);
+    (took / rounds, first.len(), per_scrape_cpu)
 }
 
 #[test]
 fn metrics_scrape_cost_with_50_and_1000_services() {
-    let (t50, b50) = scrape_cost(50, 50);
-    let (t1000, b1000) = scrape_cost(1000, 50);
+    let (t50, b50, c50) = scrape_cost(50, 50);
+    let (t1000, b1000, c1000) = scrape_cost(1000, 50);
     eprintln!(
-        "SCRAPE: 50 services (50 running): {t50:?} per scrape, {b50} bytes; 1000 services (50 running): {t1000:?} per scrape, {b1000} bytes"
+        "SCRAPE: 50 services (50 running): {t50:?} per scrape, {b50} bytes, daemon CPU {:.1} ms per scrape; \
+         1000 services (50 running): {t1000:?} per scrape, {b1000} bytes, daemon CPU {:.1} ms per scrape",
+        c50 * 1000.0,
+        c1000 * 1000.0
     );
     // Generous bounds (debug build, a shared 2-core machine): a scrape must stay cheap.
     assert!(t50 < Duration::from_millis(200), "{t50:?}");
