@@ -304,6 +304,10 @@ impl Engine {
 
     fn on_status(&mut self, status: Vec<ServiceStatus>, now: Instant) {
         self.status = status.into_iter().map(|s| (s.name.clone(), s)).collect();
+        // A service removed by a reload takes its incidents with it.
+        let known = &self.status;
+        self.incidents
+            .retain(|(_, s), _| s.as_ref().is_none_or(|s| known.contains_key(s)));
         self.evaluate(now);
     }
 
