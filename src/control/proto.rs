@@ -479,7 +479,9 @@ mod tests {
         let text = serde_json::to_string(&req).unwrap();
         assert_eq!(
             text,
-            r#"{"version":1,"request":{"verb":"start","services":["a"]}}"#
+            format!(
+                r#"{{"version":{PROTOCOL_VERSION},"request":{{"verb":"start","services":["a"]}}}}"#
+            )
         );
         let back: Envelope = serde_json::from_str(&text).unwrap();
         assert_eq!(back.request, req.request);
