@@ -404,7 +404,8 @@ impl Engine {
             severity: r.severity.as_str().to_string(),
             status: status.to_string(),
             summary: redact(&summary, &self.cfg.secrets),
-            text: redact(&text, &self.cfg.secrets),
+            // One line, so a chat shows it as is.
+            text: redact(&text, &self.cfg.secrets).replace(['\n', '\r'], " "),
             state,
             host: self.host.clone(),
             time: now_text(),
