@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The test command: installs what the tests need (Chromium, MariaDB) when missing and
+# The test command: installs what the tests need (Chromium, MariaDB, promtool) when missing and
 # runs every test of the workspace, every test binary even after one fails
 # (--no-fail-fast), so the summary counts them all. Tests that need Chromium or MariaDB skip loudly on a
 # machine without them, and fail when CI=true. Ends with one summary line over all test
@@ -9,6 +9,7 @@ cd "$(dirname "$0")/.."
 if [ "$(id -u)" -eq 0 ] || command -v sudo >/dev/null 2>&1; then
     bash .ci/session-manager-deps.sh
     bash .ci/central-hub-deps.sh
+    bash .ci/metrics-deps.sh
 fi
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

@@ -40,6 +40,11 @@ pub enum DaemonError {
     },
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
+    #[error("cannot listen for metrics on {addr} ([metrics] listen): {source}; pick a free port or remove [metrics]")]
+    Metrics {
+        addr: String,
+        source: std::io::Error,
+    },
 }
 
 /// Holds the state dir's lock for the daemon's lifetime: one daemon per state dir.
@@ -119,10 +124,18 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         Some(r) => format!("a cgroup per service under {}", r.display()),
         None => "process groups, parent links and env markers (no writable cgroup v2)".to_string(),
     };
-    logs.event(
-        None,
-        format!("leadmaster-supervisord {} (pid {me}) starting with {}; process trees tracked by {mechanism}", env!("CARGO_PKG_VERSION"), config.file.display()),
-    );
+    {
+        use crate::supervisor::event::{Event, EventKind};
+        let e = Event::daemon(EventKind::DaemonStart {
+            pid: me as u32,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            config: config.file.display().to_string(),
+            tracking: mechanism,
+        });
+        let text = e.kind.to_string();
+        logs.record(crate::supervisor::actor::history_line(&e, &text));
+        logs.event(None, text);
+    }
     // What `lmctl check` reports but does not stop the daemon (a command that cannot run).
     for w in &config.warnings {
         tracing::warn!("{w}");
@@ -149,6 +162,18 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         },
     )?;
 
+    let metrics_listener =
+        match &config.metrics.listen {
+            Some(addr) => Some(crate::metrics::server::bind(addr).await.map_err(|e| {
+                DaemonError::Metrics {
+                    addr: addr.clone(),
+                    source: e,
+                }
+            })?),
+            None => None,
+        };
+    let alerts_cfg = config.alerts.clone();
+
     let (tx, rx) = mpsc::unbounded_channel();
     let systemd = Systemd::from_env();
     let watchdog = systemd.watchdog_interval();
@@ -162,6 +187,31 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         cgroup_root.clone(),
         systemd,
     );
+    // The engine always runs (with no rules when `[alerts]` is absent), so a reload can
+    // add rules.
+    let alert_stats = std::sync::Arc::new(crate::metrics::AlertStats::default());
+    let (atx, arx) = mpsc::channel(crate::alerts::INBOX);
+    let engine = crate::alerts::Engine::new(
+        alerts_cfg.unwrap_or_else(crate::config::alerts::AlertsConfig::empty),
+        state_dir.join("logs"),
+        tx.clone(),
+        alert_stats.clone(),
+    );
+    let actor = actor.with_alerts(atx);
+    let alert_task = tokio::spawn(engine.run(arx));
+    let metrics_task = metrics_listener.map(|l| {
+        if let Ok(addr) = l.local_addr() {
+            logs.event(None, format!("metrics on http://{addr}/metrics"));
+        }
+        tokio::spawn(crate::metrics::server::serve(
+            l,
+            crate::metrics::server::Sources {
+                actor: tx.clone(),
+                logs: logs.stats.clone(),
+                alerts: Some(alert_stats.clone()),
+            },
+        ))
+    });
 
     let server = tokio::spawn(crate::control::server::serve(
         listener,
@@ -177,6 +227,10 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
 
     server.abort();
     signals.abort();
+    if let Some(t) = metrics_task {
+        t.abort();
+    }
+    alert_task.abort();
     sampler.abort();
     if let Some(d) = dog {
         d.abort();

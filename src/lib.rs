@@ -8,11 +8,13 @@
 //! to it through messages; `control` is the socket protocol shared by daemon and CLI;
 //! `daemon` wires it all; `cli` is `lmctl`.
 
+pub mod alerts;
 pub mod cli;
 pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod logs;
+pub mod metrics;
 pub mod pm2;
 pub mod probe;
 pub mod resources;

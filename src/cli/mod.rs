@@ -3,6 +3,7 @@
 
 mod complete;
 mod discover;
+mod events;
 mod launch;
 mod logs;
 mod monit;
@@ -129,6 +130,10 @@ Without a running daemon, the log files are read directly (and said so on stderr
     /// Stop every service and the daemon.
     #[command(visible_alias = "kill")]
     Shutdown,
+    /// The event history (kept across daemon restarts): spawns, exits, restarts, alerts...
+    Events(events::EventsArgs),
+    /// Alert rules with their state; `alerts test RULE` sends a test message.
+    Alerts(events::AlertsArgs),
     /// Is a daemon running on this config's socket?
     Ping(JsonFlag),
     /// Versions of lmctl and of the running daemon.
@@ -280,6 +285,8 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Verb::Shutdown => shutdown(&ctx),
         Verb::Ping(f) => ping(&ctx, f.json),
         Verb::Version(f) => version(&ctx, f.json),
+        Verb::Events(a) => events::events(&ctx, a),
+        Verb::Alerts(a) => events::alerts(&ctx, a),
         Verb::Startup { install } => startup_unit(&ctx, install),
         Verb::ImportPm2 { file } => import_pm2(&file),
         Verb::Completions { shell } => complete::completions(shell),

@@ -3,6 +3,7 @@
 //! `file:line:col`. Everything it reads is bounded (see [`schema`]'s limits), so no file can
 //! make `check` or a reload hang, overflow the stack or run out of memory.
 
+pub mod alerts;
 pub mod diagnostics;
 pub mod envfile;
 pub mod files;
@@ -427,6 +428,9 @@ impl<'a> Validator<'a> {
             }
         }
         let start_order = self.order(&pending, &dep_spans);
+        let names: BTreeSet<String> = pending.keys().cloned().collect();
+        let alerts = self.alerts(raw.alerts, &names, daemon_env);
+        let metrics = self.metrics(raw.metrics);
 
         // Env: interpolate every declared value, then args and probes.
         let secret_keys = supervisor.secret_keys.clone();
@@ -546,6 +550,8 @@ impl<'a> Validator<'a> {
             services,
             start_order,
             warnings: finish(std::mem::take(&mut self.warnings)),
+            alerts,
+            metrics,
         })
     }
 

@@ -20,6 +20,9 @@ pub struct Config {
     /// Problems `lmctl check` reports that do not stop the daemon: a `command` that cannot be
     /// executed (the service fails at spawn, the others run).
     pub warnings: Vec<Diagnostic>,
+    /// `[alerts]`, when present.
+    pub alerts: Option<super::alerts::AlertsConfig>,
+    pub metrics: super::alerts::MetricsConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -16,6 +16,9 @@ pub struct RawFile {
     pub logs: RawLogs,
     #[serde(default)]
     pub services: BTreeMap<Spanned<String>, Spanned<RawService>>,
+    pub alerts: Option<super::alerts::RawAlerts>,
+    #[serde(default)]
+    pub metrics: super::alerts::RawMetrics,
 }
 
 #[derive(Debug, Deserialize, Default)]

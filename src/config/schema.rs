@@ -168,6 +168,26 @@ pub const STOP_TIMEOUT: Num = num(
 pub const STOP_EXIT_CODE: Num = num("services.NAME.stop_exit_codes[]", Count, None, 0.0, 255.0);
 
 /// Every number of the config, in the order the docs list them.
+// `[alerts]` durations.
+pub const ALERTS_MIN_INTERVAL: Num =
+    num("alerts.min_interval", Dur, Some(15.0 * MIN), 0.0, 7.0 * DAY);
+pub const WEBHOOK_TIMEOUT: Num = num(
+    "alerts.webhook.NAME.timeout",
+    Dur,
+    Some(10.0 * SEC),
+    100.0 * MS,
+    5.0 * MIN,
+);
+pub const COMMAND_TIMEOUT: Num = num(
+    "alerts.command.NAME.timeout",
+    Dur,
+    Some(30.0 * SEC),
+    100.0 * MS,
+    HOUR,
+);
+/// `restarts.within`, `unhealthy_for`, `memory.for` of a rule (required where used).
+pub const RULE_WINDOW: Num = num("alerts.rule.WINDOW", Dur, Some(0.0), 0.0, 30.0 * DAY);
+
 pub const NUMBERS: &[Num] = &[
     RESOURCE_INTERVAL,
     LOG_MAX_SIZE,

@@ -51,6 +51,12 @@ pub enum Request {
     },
     Logs(LogsRequest),
     Shutdown,
+    /// `lmctl alerts`: every rule with its state.
+    Alerts,
+    /// `lmctl alerts test RULE`: send a test message to the rule's destinations.
+    AlertTest {
+        rule: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
@@ -112,6 +118,41 @@ pub enum Response {
     ConfigErrors {
         errors: Vec<Diagnostic>,
     },
+    Alerts {
+        rules: Vec<AlertRuleState>,
+    },
+    /// One line per destination: delivered, or why not.
+    AlertTest {
+        rule: String,
+        results: Vec<AlertDelivery>,
+    },
+}
+
+/// A rule of `[alerts]` and where it stands, for `lmctl alerts`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AlertRuleState {
+    pub name: String,
+    pub severity: String,
+    /// The condition, as a short text ("restarts > 3 within 1h").
+    pub condition: String,
+    pub to: Vec<String>,
+    /// Services (or "daemon") for which the rule fires now, with since when (RFC 3339).
+    pub firing: Vec<AlertFiring>,
+    pub last_sent: Option<String>,
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AlertFiring {
+    pub service: Option<String>,
+    pub since: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AlertDelivery {
+    pub destination: String,
+    pub ok: bool,
+    pub detail: String,
 }
 
 impl Response {
@@ -434,7 +475,9 @@ mod tests {
         let text = serde_json::to_string(&req).unwrap();
         assert_eq!(
             text,
-            r#"{"version":2,"request":{"verb":"start","services":["a"]}}"#
+            format!(
+                r#"{{"version":{PROTOCOL_VERSION},"request":{{"verb":"start","services":["a"]}}}}"#
+            )
         );
         let back: Envelope = serde_json::from_str(&text).unwrap();
         assert_eq!(back.request, req.request);

@@ -34,6 +34,9 @@ impl Stream {
 /// The name daemon-wide events are filed under in the merged log.
 pub const DAEMON: &str = "supervisord";
 
+/// The event history, one JSON object per line, in the state dir (next to `logs/`).
+pub const EVENTS_FILE: &str = "events.jsonl";
+
 /// One formatted line as followers receive it.
 #[derive(Debug, Clone)]
 pub struct Followed {
@@ -71,8 +74,53 @@ pub enum LogMsg {
         req: LogsRequest,
         reply: oneshot::Sender<TailReply>,
     },
+    /// One JSON line for `<state_dir>/events.jsonl` (the event history).
+    Record(String),
     /// Flush everything now (tests, shutdown).
     Flush(oneshot::Sender<()>),
+}
+
+/// Counters the writer keeps for `/metrics`: lines and bytes written and lines dropped, per
+/// service and stream. Updated once per batch, read by a scrape; the lock is never held
+/// across I/O.
+#[derive(Default)]
+pub struct LogStats {
+    inner: std::sync::Mutex<std::collections::BTreeMap<(Arc<str>, &'static str), StreamCount>>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StreamCount {
+    pub lines: u64,
+    pub bytes: u64,
+    pub dropped: u64,
+}
+
+impl LogStats {
+    pub fn add(&self, service: &Arc<str>, stream: &'static str, f: impl FnOnce(&mut StreamCount)) {
+        let mut map = match self.inner.lock() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        };
+        match map.get_mut(&(service.clone(), stream)) {
+            Some(c) => f(c),
+            None => {
+                let mut c = StreamCount::default();
+                f(&mut c);
+                map.insert((service.clone(), stream), c);
+            }
+        }
+    }
+
+    /// (service, stream, counts), sorted.
+    pub fn snapshot(&self) -> Vec<(String, &'static str, StreamCount)> {
+        let map = match self.inner.lock() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        };
+        map.iter()
+            .map(|((s, k), c)| (s.to_string(), *k, *c))
+            .collect()
+    }
 }
 
 pub struct TailReply {
@@ -91,6 +139,7 @@ pub struct LogHandle {
     pub room: Arc<tokio::sync::Semaphore>,
     pub timestamp: Arc<str>,
     pub max_line: usize,
+    pub stats: Arc<LogStats>,
 }
 
 impl LogHandle {
@@ -101,7 +150,8 @@ impl LogHandle {
     ) -> std::io::Result<(LogHandle, std::thread::JoinHandle<()>)> {
         std::fs::create_dir_all(&dir)?;
         let (tx, rx) = mpsc::unbounded_channel();
-        let mut writer = sink::Writer::new(dir, settings.clone())?;
+        let stats = Arc::new(LogStats::default());
+        let mut writer = sink::Writer::new(dir, settings.clone())?.with_stats(stats.clone());
         let join = std::thread::Builder::new()
             .name("log-writer".into())
             .spawn(move || writer.run(rx))?;
@@ -111,6 +161,7 @@ impl LogHandle {
                 room: Arc::new(tokio::sync::Semaphore::new(1024)),
                 timestamp: settings.timestamp.clone().into(),
                 max_line: settings.max_line,
+                stats,
             },
             join,
         ))
@@ -127,6 +178,11 @@ impl LogHandle {
             ts: self.now(),
             text: text.into(),
         });
+    }
+
+    /// Appends one line to the event history; never blocks the caller.
+    pub fn record(&self, json: String) {
+        let _ = self.tx.send(LogMsg::Record(json));
     }
 
     pub async fn flush(&self) {

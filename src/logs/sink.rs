@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use tokio::sync::{broadcast, mpsc};
 
-use super::{tail, Followed, LogMsg, TailReply, DAEMON};
+use super::{tail, Followed, LogMsg, LogStats, TailReply, DAEMON};
 use crate::config::LogSettings;
 
 /// One appended file with its size, rotated past `max_size`.
@@ -90,6 +90,18 @@ pub struct Writer {
     errors: u64,
     /// Reused to format each child line.
     line_buf: String,
+    /// `<state_dir>/events.jsonl`, rotated like the logs; opened on the first record.
+    events_path: PathBuf,
+    events: Option<LogFile>,
+    stats: Arc<LogStats>,
+}
+
+/// The event history file for a log dir (`<state_dir>/logs` → `<state_dir>/events.jsonl`).
+pub fn events_path(log_dir: &Path) -> PathBuf {
+    log_dir
+        .parent()
+        .unwrap_or(log_dir)
+        .join(crate::logs::EVENTS_FILE)
 }
 
 impl Writer {
@@ -103,14 +115,22 @@ impl Writer {
         let merged = LogFile::open(dir.join("supervisor.log"))?;
         let (followers, _) = broadcast::channel(4096);
         Ok(Writer {
-            dir,
             settings,
             merged,
             files: HashMap::new(),
             followers,
             errors: 0,
             line_buf: String::with_capacity(256),
+            events_path: events_path(&dir),
+            events: None,
+            stats: Arc::new(LogStats::default()),
+            dir,
         })
+    }
+
+    pub fn with_stats(mut self, stats: Arc<LogStats>) -> Writer {
+        self.stats = stats;
+        self
     }
 
     pub fn run(&mut self, mut rx: mpsc::UnboundedReceiver<LogMsg>) {
@@ -139,6 +159,11 @@ impl Writer {
                 self.errors += 1;
             }
         }
+        if let Some(e) = self.events.as_mut() {
+            if e.out.flush().is_err() {
+                self.errors += 1;
+            }
+        }
     }
 
     fn handle(&mut self, msg: LogMsg) {
@@ -151,6 +176,13 @@ impl Writer {
                 _room,
             } => {
                 let kind = stream.as_str();
+                let (n, bytes) = lines.iter().fold((0u64, 0u64), |(n, b), (t, _)| {
+                    (n + 1, b + t.len() as u64 + 1)
+                });
+                self.stats.add(&service, kind, |c| {
+                    c.lines += n;
+                    c.bytes += bytes;
+                });
                 // One buffer for every line: no allocation per line on the hot path.
                 let mut buf = std::mem::take(&mut self.line_buf);
                 for (text, continued) in lines {
@@ -172,6 +204,8 @@ impl Writer {
                 stream,
                 count,
             } => {
+                self.stats
+                    .add(&service, stream.as_str(), |c| c.dropped += count);
                 let ts = chrono::Local::now().format(&self.settings.timestamp);
                 let line = format!(
                     "{ts} {service}|{} [supervisor] {count} lines dropped: the log queue was full",
@@ -200,6 +234,19 @@ impl Writer {
                 );
                 let follow = req.follow.then(|| self.followers.subscribe());
                 let _ = reply.send(TailReply { lines, follow });
+            }
+            LogMsg::Record(json) => {
+                if self.events.is_none() {
+                    match LogFile::open(self.events_path.clone()) {
+                        Ok(f) => self.events = Some(f),
+                        Err(_) => self.errors += 1,
+                    }
+                }
+                if let Some(f) = self.events.as_mut() {
+                    if f.write_line(&json, &self.settings).is_err() {
+                        self.errors += 1;
+                    }
+                }
             }
             LogMsg::Flush(done) => {
                 self.flush();

@@ -95,6 +95,10 @@ pub struct Actor {
     pub(super) shutdown_replies: Vec<oneshot::Sender<Response>>,
     /// Reloads asked for so far (see `Msg::ReloadLoaded`).
     pub(super) reloads: u64,
+    /// Counters for `/metrics` that only events can tell (restarts by reason, CPU time).
+    pub(super) counters: crate::metrics::Counters,
+    /// The alert engine's inbox, when alerts are configured: bounded, never waited on.
+    pub(super) alerts: Option<mpsc::Sender<crate::alerts::Input>>,
 }
 
 impl Actor {
@@ -120,7 +124,15 @@ impl Actor {
             deferred: VecDeque::new(),
             shutdown_replies: Vec::new(),
             reloads: 0,
+            counters: crate::metrics::Counters::default(),
+            alerts: None,
         }
+    }
+
+    /// Sends every event (and status snapshots) to the alert engine from now on.
+    pub fn with_alerts(mut self, tx: mpsc::Sender<crate::alerts::Input>) -> Actor {
+        self.alerts = Some(tx);
+        self
     }
 
     /// Runs until a shutdown has stopped every service.
@@ -171,7 +183,9 @@ impl Actor {
                 run,
                 kind,
                 result,
+                took,
             } => {
+                self.counters.on_probe(&service, kind, took);
                 self.feed(Input::Probe {
                     service,
                     run,
@@ -225,7 +239,30 @@ impl Actor {
                 let _ = reply.send(targets);
             }
             Msg::Samples(samples) => {
+                self.counters.on_samples(&samples, Instant::now());
                 self.feed(Input::Samples(samples));
+                if let Some(tx) = &self.alerts {
+                    let status = super::view::status(&self.services, Instant::now());
+                    let _ = tx.try_send(crate::alerts::Input::Status(status));
+                }
+            }
+            Msg::External(e) => self.write_event(e),
+            Msg::Metrics(reply) => {
+                let status = super::view::status(&self.services, Instant::now());
+                let _ = reply.send(self.counters.snapshot(status));
+            }
+            Msg::Alerts(req) => {
+                // Answered by the alert engine; the actor only forwards.
+                match &self.alerts {
+                    Some(tx) => {
+                        if let Err(e) = tx.try_send(crate::alerts::Input::Request(req)) {
+                            if let crate::alerts::Input::Request(r) = e.into_inner() {
+                                r.fail("the alert engine is busy; try again in a moment");
+                            }
+                        }
+                    }
+                    None => req.fail("no [alerts] in the config the daemon runs with"),
+                }
             }
             Msg::LogDropped { service, count } => {
                 self.feed(Input::LogDropped { service, count });
@@ -256,6 +293,11 @@ impl Actor {
             }
             Msg::ReloadLoaded { result, reply, .. } => match result {
                 Ok(config) => {
+                    if let Some(tx) = &self.alerts {
+                        let _ = tx.try_send(crate::alerts::Input::Reconfigure(Box::new(
+                            config.alerts.clone(),
+                        )));
+                    }
                     let resp = self.feed(Input::Reload(config));
                     if let (Some(r), Some(resp)) = (reply, resp) {
                         let _ = r.send(resp);
@@ -366,6 +408,27 @@ impl Actor {
             Some(s) => s.spec.redact(&text, extra),
             None => crate::config::secrets::mask_url_passwords(&text).into_owned(),
         };
+        self.counters
+            .on_event(&e, &self.services.config.start_order);
+        // The typed fields may quote what the text masks (a probe URL with a token).
+        let line = history_line(&e, &text);
+        let line = match e.service.as_deref().and_then(|n| self.services.svcs.get(n)) {
+            Some(s) => s.spec.redact(&line, extra),
+            None => crate::config::secrets::mask_url_passwords(&line).into_owned(),
+        };
+        self.logs.record(line);
+        let own = matches!(
+            e.kind,
+            EventKind::AlertFired { .. }
+                | EventKind::AlertResolved { .. }
+                | EventKind::AlertSent { .. }
+                | EventKind::AlertFailed { .. }
+        );
+        if let (Some(tx), false) = (&self.alerts, own) {
+            if tx.try_send(crate::alerts::Input::Event(e.clone())).is_err() {
+                self.counters.alert_inputs_dropped += 1;
+            }
+        }
         tracing::info!(service = e.service.as_deref().unwrap_or("-"), "{text}");
         if let Some(name) = &e.service {
             let stamp = chrono::Local::now().format("%H:%M:%S%.3f");
@@ -376,6 +439,25 @@ impl Actor {
         }
         self.logs.event(e.service.as_deref(), text);
     }
+}
+
+/// One line of `events.jsonl`: `time`, `service`, `kind`, the kind's fields, and `text` (the
+/// line the merged log shows).
+pub fn history_line(e: &Event, text: &str) -> String {
+    let mut v = serde_json::to_value(e).unwrap_or_else(|_| serde_json::json!({}));
+    if let Some(m) = v.as_object_mut() {
+        m.insert(
+            "time".into(),
+            chrono::Utc::now()
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+                .into(),
+        );
+        m.insert("text".into(), text.into());
+        if !m.contains_key("service") {
+            m.insert("service".into(), serde_json::Value::Null);
+        }
+    }
+    v.to_string()
 }
 
 pub(super) fn no_reply() -> Response {

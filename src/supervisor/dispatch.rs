@@ -116,6 +116,10 @@ impl Actor {
                 self.shutdown_replies.push(reply);
                 return;
             }
+            Request::Alerts | Request::AlertTest { .. } => {
+                self.handle(Msg::Alerts(crate::alerts::Request { req, reply }));
+                return;
+            }
             Request::Logs(_) => {
                 Response::error(ErrorCode::BadRequest, "logs are served by the log writer")
             }

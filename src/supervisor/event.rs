@@ -171,6 +171,39 @@ pub enum EventKind {
     LogDropped {
         count: u64,
     },
+    /// The daemon started (written before the actor runs).
+    DaemonStart {
+        pid: u32,
+        version: String,
+        config: String,
+        tracking: String,
+    },
+    /// An alert rule's condition holds (written when the engine decides, before delivery).
+    AlertFired {
+        rule: String,
+        severity: String,
+        summary: String,
+    },
+    /// The condition cleared.
+    AlertResolved {
+        rule: String,
+        summary: String,
+    },
+    /// A message reached a destination.
+    AlertSent {
+        rule: String,
+        destination: String,
+        status: String,
+        attempt: u32,
+    },
+    /// A delivery attempt failed; `retry_in_ms` None: given up.
+    AlertFailed {
+        rule: String,
+        destination: String,
+        attempt: u32,
+        error: String,
+        retry_in_ms: Option<u64>,
+    },
 }
 
 impl std::fmt::Display for EventKind {
@@ -357,6 +390,47 @@ impl std::fmt::Display for EventKind {
             ),
             DaemonExit => write!(f, "all services stopped; daemon exiting"),
             LogDropped { count } => write!(f, "{count} log line(s) dropped under back-pressure"),
+            DaemonStart {
+                pid,
+                version,
+                config,
+                tracking,
+            } => write!(
+                f,
+                "leadmaster-supervisord {version} (pid {pid}) starting with {config}; process trees tracked by {tracking}"
+            ),
+            AlertFired {
+                rule,
+                severity,
+                summary,
+            } => write!(f, "alert `{rule}` firing ({severity}): {summary}"),
+            AlertResolved { rule, summary } => write!(f, "alert `{rule}` resolved: {summary}"),
+            AlertSent {
+                rule,
+                destination,
+                status,
+                attempt,
+            } => write!(
+                f,
+                "alert `{rule}` ({status}) delivered to `{destination}` (attempt {attempt})"
+            ),
+            AlertFailed {
+                rule,
+                destination,
+                attempt,
+                error,
+                retry_in_ms,
+            } => match retry_in_ms {
+                Some(r) => write!(
+                    f,
+                    "alert `{rule}`: delivery to `{destination}` failed (attempt {attempt}: {error}); retrying in {}",
+                    d(*r)
+                ),
+                None => write!(
+                    f,
+                    "alert `{rule}`: delivery to `{destination}` failed (attempt {attempt}: {error}); giving up: check the destination, then `lmctl alerts test {rule}`"
+                ),
+            },
         }
     }
 }

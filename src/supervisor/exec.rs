@@ -193,12 +193,14 @@ impl Actor {
                     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                     loop {
                         tick.tick().await;
+                        let t0 = std::time::Instant::now();
                         let result = probe::check(&h.probe, h.timeout).await;
                         let m = Msg::Probe {
                             service: service.clone(),
                             run,
                             kind: ProbeKind::Health,
                             result,
+                            took: t0.elapsed(),
                         };
                         if tx.send(m).is_err() {
                             break;
@@ -475,6 +477,7 @@ async fn ready_probe_loop(
     let mut last_err: Option<String> = None;
     let mut delay = Duration::from_millis(50);
     loop {
+        let t0 = std::time::Instant::now();
         match probe::check(&p, Duration::from_secs(2)).await {
             Ok(()) => {
                 let _ = tx.send(Msg::Probe {
@@ -482,6 +485,7 @@ async fn ready_probe_loop(
                     run,
                     kind: ProbeKind::Ready,
                     result: Ok(()),
+                    took: t0.elapsed(),
                 });
                 return;
             }
@@ -493,6 +497,7 @@ async fn ready_probe_loop(
                         run,
                         kind: ProbeKind::Ready,
                         result: Err(e),
+                        took: t0.elapsed(),
                     };
                     if tx.send(m).is_err() {
                         return;

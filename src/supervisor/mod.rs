@@ -55,6 +55,8 @@ pub enum Msg {
         run: u64,
         kind: ProbeKind,
         result: Result<(), String>,
+        /// How long the check took (for the probe duration histogram).
+        took: std::time::Duration,
     },
     Notify {
         service: String,
@@ -93,4 +95,10 @@ pub enum Msg {
     Alive(oneshot::Sender<()>),
     /// Does this service exist (for `logs`)?
     HasService(String, oneshot::Sender<bool>),
+    /// A `/metrics` scrape: everything the actor knows, in one answer.
+    Metrics(oneshot::Sender<crate::metrics::Snapshot>),
+    /// An event from outside the machine (the alert engine): written like any other.
+    External(event::Event),
+    /// `lmctl alerts` / `alerts test`: forwarded to the alert engine.
+    Alerts(crate::alerts::Request),
 }

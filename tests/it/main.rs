@@ -2,7 +2,9 @@
 #![allow(clippy::unwrap_used)]
 
 mod harness;
+mod obs_util;
 
+mod alerts;
 mod chaos;
 mod chromium;
 mod cli_verbs;
@@ -11,10 +13,12 @@ mod config_fuzz;
 mod control;
 mod edges;
 mod env_exact;
+mod events;
 mod import_pm2;
 mod incidents;
 mod lifecycle;
 mod logs;
+mod metrics;
 mod monit;
 mod readiness;
 mod robustness;
