@@ -33,6 +33,7 @@ pub struct EventsArgs {
 pub struct AlertsArgs {
     #[command(subcommand)]
     pub cmd: Option<AlertsCmd>,
+    /// One JSON object per rule instead of a table.
     #[arg(long)]
     pub json: bool,
 }
@@ -40,7 +41,10 @@ pub struct AlertsArgs {
 #[derive(Subcommand, Debug)]
 pub enum AlertsCmd {
     /// Send a test message to the rule's destinations and say how each went.
-    Test { rule: String },
+    Test {
+        /// The rule's `name` in `[[alerts.rule]]`.
+        rule: String,
+    },
 }
 
 /// `[supervisor] state_dir` read leniently (a config with unrelated mistakes still works).

@@ -18,6 +18,8 @@ use crate::config::{EnvSource, EnvVar, ServiceSpec};
 /// Env markers every child gets, so escaped descendants can be found again.
 pub const MARKER_SERVICE: &str = "LM_SERVICE";
 pub const MARKER_INSTANCE: &str = "LM_SUPERVISOR";
+/// Tells a child that the supervisor timestamps each line it writes.
+pub const LOG_TIMESTAMPS: &str = "LM_LOG_TIMESTAMPS";
 
 pub type Output = Box<dyn tokio::io::AsyncRead + Unpin + Send>;
 pub type ExitFuture =
@@ -61,6 +63,9 @@ pub fn spawn(spec: &ServiceSpec, extras: &SpawnExtras<'_>) -> Result<Spawned, St
         source: EnvSource::Supervisor,
     };
     env.insert(MARKER_SERVICE.into(), supervisor(spec.name.clone()));
+    // Like JOURNAL_STREAM under systemd: every line gets our timestamp, so a service may
+    // leave its own out (ours do) and `lmctl logs` shows one time per line.
+    env.insert(LOG_TIMESTAMPS.into(), supervisor("1".into()));
     env.insert(
         MARKER_INSTANCE.into(),
         supervisor(extras.instance.to_string()),

@@ -57,6 +57,7 @@ required_env = ["SESSION_MANAGER_BASE_URL", "JWT_SECRET"]
             "FROM_FILE",
             "GREETING",
             "JWT_SECRET",
+            "LM_LOG_TIMESTAMPS",
             "LM_SERVICE",
             "LM_SUPERVISOR",
             "PATH",

@@ -123,14 +123,14 @@ fn events_follow_prints_new_events() {
 #[test]
 fn the_history_is_rotated_with_the_logs() {
     let d = Daemon::start(
-        "[logs]\nmax_size = \"2KB\"\nkeep = 2\n\n[services.crashy]\ncommand = \"{helper}\"\nargs = [\"exit\", \"1\"]\nmax_restarts = 30\nbackoff = { initial = \"10ms\", max = \"10ms\" }\n",
+        "[logs]\nmax_size = \"4KiB\"\nkeep = 2\n\n[services.crashy]\ncommand = \"{helper}\"\nargs = [\"exit\", \"1\"]\nmax_restarts = 30\nbackoff = { initial = \"10ms\", max = \"10ms\" }\n",
     );
     d.wait_state("crashy", "failed", Duration::from_secs(60));
     let base = d.state_dir.join("events.jsonl");
     assert!(lmsup::logs::sink::rotated(&base, 1).exists());
     assert!(lmsup::logs::sink::rotated(&base, 2).exists());
     assert!(!lmsup::logs::sink::rotated(&base, 3).exists());
-    assert!(std::fs::metadata(&base).expect("current file").len() <= 2048 + 1024);
+    assert!(std::fs::metadata(&base).expect("current file").len() <= 4096 + 1024);
     // Rotated files are read too, oldest first.
     let ev = events_json(&d, &["crashy"]);
     assert!(ev.iter().any(|e| e["kind"] == "failed"));

@@ -775,4 +775,16 @@ fn seed004_hub_never_starts_before_session_manager() {
         ready < spawned,
         "hub spawned before session-manager was ready:\n{log}"
     );
+    // LM_LOG_TIMESTAMPS: the hub leaves its own time out, so each line has one.
+    let hub_lines: Vec<&str> = log
+        .lines()
+        .filter_map(|l| l.split_once(" central-hub|out ").map(|(_, rest)| rest))
+        .collect();
+    assert!(!hub_lines.is_empty(), "{log}");
+    assert!(
+        hub_lines
+            .iter()
+            .all(|rest| !rest.trim_start().starts_with("20")),
+        "a second timestamp in the hub's lines:\n{hub_lines:#?}"
+    );
 }

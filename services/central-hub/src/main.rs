@@ -17,15 +17,20 @@ async fn main() -> ExitCode {
         }
     };
 
-    tracing_subscriber::fmt()
+    let log = tracing_subscriber::fmt()
         .with_writer(std::io::stdout)
         .with_ansi(false)
         .with_target(false)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn")),
-        )
-        .init();
+        );
+    // Under the supervisor every line already gets its timestamp: one time per line.
+    if std::env::var_os("LM_LOG_TIMESTAMPS").is_some_and(|v| !v.is_empty()) {
+        log.without_time().init();
+    } else {
+        log.init();
+    }
 
     let on_ready = |_addr| {
         // Only does something when NOTIFY_SOCKET is set.

@@ -30,14 +30,19 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    tracing_subscriber::fmt()
+    let log = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stdout)
-        .with_ansi(false)
-        .init();
+        .with_ansi(false);
+    // Under the supervisor every line already gets its timestamp: one time per line.
+    if std::env::var_os("LM_LOG_TIMESTAMPS").is_some_and(|v| !v.is_empty()) {
+        log.without_time().init();
+    } else {
+        log.init();
+    }
     cfg.tokens_dir = browser::absolute(&cfg.tokens_dir);
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
