@@ -31,6 +31,15 @@ struct Page {
 
 impl Page {
     fn serve() -> Page {
+        Page::serve_html("<!doctype html><title>wa</title><p>incident replay</p>")
+    }
+
+    /// A page that shows the chat list at once: a customer whose phone is linked.
+    fn linked() -> Page {
+        Page::serve_html("<!doctype html><title>wa</title><div id=\"pane-side\">chats</div>")
+    }
+
+    fn serve_html(html: &'static str) -> Page {
         use std::sync::atomic::{AtomicBool, Ordering};
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind page");
         listener.set_nonblocking(true).expect("nonblocking");
@@ -38,7 +47,6 @@ impl Page {
         let stop = std::sync::Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::spawn(move || {
-            let html = "<!doctype html><title>wa</title><p>incident replay</p>";
             while !flag.load(Ordering::Relaxed) {
                 match listener.accept() {
                     Ok((mut s, _)) => {
@@ -787,4 +795,52 @@ fn seed004_hub_never_starts_before_session_manager() {
             .all(|rest| !rest.trim_start().starts_with("20")),
         "a second timestamp in the hub's lines:\n{hub_lines:#?}"
     );
+}
+
+/// Seeds 002/003/004: every restart of session-manager (a crash, a memory restart) left each
+/// customer `NOT_INITIALIZED` until its frontend called `/init`. Under the supervisor, a
+/// linked customer is `READY` again after session-manager is killed and restarted, with no
+/// `/init`.
+#[test]
+fn seed003_a_linked_customer_is_ready_again_after_a_restart_without_init() {
+    let _one = CHROMIUM.lock().unwrap_or_else(|e| e.into_inner());
+    if !have_chromium("seed003_a_linked_customer_is_ready_again_after_a_restart_without_init") {
+        return;
+    }
+    let page = Page::linked();
+    let (smp, hubp) = (free_port(), free_port());
+    let d = start_stack(
+        &stack_toml(smp, hubp, &format!(", WA_WEB_URL = \"{}\"", page.url()), ""),
+        &[],
+    );
+    wait_both_ready(&d, Duration::from_secs(45));
+    let state = |id: &str| -> String {
+        http(smp, "GET", "/status", &[("X-Cliente-Id", id)], "")
+            .and_then(|(_, body)| serde_json::from_str::<serde_json::Value>(&body).ok())
+            .and_then(|v| v["state"].as_str().map(str::to_string))
+            .unwrap_or_default()
+    };
+    let (code, body) =
+        http(smp, "POST", "/init", &[("X-Cliente-Id", "7")], "").expect("POST /init answered");
+    assert_eq!(code, 200, "{body}");
+    wait_until("customer 7 READY", Duration::from_secs(45), || state("7") == "READY");
+
+    // A crash of session-manager: the supervisor reaps its tree and starts it again.
+    let old = d.pid("session-manager").expect("pid");
+    sigkill(old);
+    wait_until(
+        "session-manager restarted and ready",
+        Duration::from_secs(45),
+        || {
+            d.state("session-manager") == "ready"
+                && d.pid("session-manager").is_some_and(|p| p != old)
+        },
+    );
+    // Nobody calls /init: the restarted service reopens the linked customer by itself.
+    wait_until(
+        "customer 7 READY again without /init",
+        Duration::from_secs(60),
+        || state("7") == "READY",
+    );
+    assert_eq!(state("8"), "NOT_INITIALIZED", "only linked customers come back");
 }
