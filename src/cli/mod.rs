@@ -672,6 +672,8 @@ fn startup_unit(ctx: &Ctx, install: bool) -> anyhow::Result<Outcome> {
     let path = Path::new("/etc/systemd/system").join(startup::UNIT_NAME);
     std::fs::write(&path, text)
         .map_err(|e| anyhow::anyhow!("cannot write {} ({e}); run as root", path.display()))?;
+    let state_dir = lenient_dir(&config, "state_dir")?.unwrap_or_else(|| workdir.join("var"));
+    startup::ensure_user(startup::USER, &state_dir)?;
     println!("wrote {}; now run: systemctl daemon-reload && systemctl enable --now leadmaster-supervisord", path.display());
     Ok(Outcome::Ok)
 }

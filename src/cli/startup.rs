@@ -169,10 +169,11 @@ NotifyAccess=main
 WorkingDirectory={wd}
 ExecStart={bin}/leadmaster-supervisord --config {cfg}
 ExecReload={bin}/lmctl --config {cfg} reload
-# Run the stack as an unprivileged user that owns the state dir. As root, Chromium
-# (session-manager) refuses its sandbox and runs without it, and any service that is
-# compromised owns the machine. Create the user, chown the state dir, then uncomment:
-# User=leadmaster
+# The stack runs as an unprivileged user that owns the state dir (`lmctl startup --install`
+# creates it): as root, Chromium (session-manager) runs without its sandbox and any service
+# that is compromised owns the machine. Remove both lines only if you must run as root.
+User=leadmaster
+Group=leadmaster
 # SIGTERM to the daemon only: it stops services in reverse dependency order with their
 # own stop_timeout; whatever is left after TimeoutStopSec gets SIGKILL from systemd.
 KillMode=mixed
@@ -258,4 +259,54 @@ stop_timeout = "90s"
         .expect("valid");
         assert_eq!(cfg.services["a"].stop_timeout, DEFAULT_STOP_TIMEOUT);
     }
+}
+
+/// The user the unit runs the stack as.
+pub const USER: &str = "leadmaster";
+
+/// Creates the system user `user` when missing and gives it the state dir, so the unit's
+/// `User=` can start the stack. Runs `useradd` and `chown` (as root, from `--install`).
+pub fn ensure_user(user: &str, state_dir: &std::path::Path) -> anyhow::Result<()> {
+    use std::process::Command;
+    let exists = Command::new("id")
+        .arg("-u")
+        .arg(user)
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !exists {
+        let st = Command::new("useradd")
+            .args([
+                "--system",
+                "--user-group",
+                "--shell",
+                "/usr/sbin/nologin",
+                "--home-dir",
+            ])
+            .arg(state_dir)
+            .arg(user)
+            .status()
+            .map_err(|e| {
+                anyhow::anyhow!("cannot run useradd ({e}); create the user `{user}` yourself")
+            })?;
+        anyhow::ensure!(
+            st.success(),
+            "useradd {user} failed; create the user `{user}` yourself"
+        );
+        println!("created the system user `{user}`");
+    }
+    std::fs::create_dir_all(state_dir)
+        .map_err(|e| anyhow::anyhow!("cannot create {} ({e})", state_dir.display()))?;
+    let st = Command::new("chown")
+        .arg("-R")
+        .arg(format!("{user}:{user}"))
+        .arg(state_dir)
+        .status()
+        .map_err(|e| anyhow::anyhow!("cannot run chown ({e})"))?;
+    anyhow::ensure!(
+        st.success(),
+        "chown -R {user}:{user} {} failed",
+        state_dir.display()
+    );
+    println!("{} belongs to `{user}`", state_dir.display());
+    Ok(())
 }

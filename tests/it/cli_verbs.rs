@@ -453,7 +453,10 @@ fn startup_computes_description_and_stop_timeout_from_the_config() {
     // api stops first (2m), then db (45s): 165s, plus the 20s margin.
     assert!(unit.contains("TimeoutStopSec=185\n"), "{unit}");
     assert!(unit.contains("api 2m, then db 45s"), "{unit}");
-    assert!(unit.contains("\n# User="), "{unit}");
+    assert!(
+        unit.contains("\nUser=leadmaster\nGroup=leadmaster\n"),
+        "{unit}"
+    );
 }
 
 #[test]

@@ -823,7 +823,9 @@ fn seed003_a_linked_customer_is_ready_again_after_a_restart_without_init() {
     let (code, body) =
         http(smp, "POST", "/init", &[("X-Cliente-Id", "7")], "").expect("POST /init answered");
     assert_eq!(code, 200, "{body}");
-    wait_until("customer 7 READY", Duration::from_secs(45), || state("7") == "READY");
+    wait_until("customer 7 READY", Duration::from_secs(45), || {
+        state("7") == "READY"
+    });
 
     // A crash of session-manager: the supervisor reaps its tree and starts it again.
     let old = d.pid("session-manager").expect("pid");
@@ -842,5 +844,9 @@ fn seed003_a_linked_customer_is_ready_again_after_a_restart_without_init() {
         Duration::from_secs(60),
         || state("7") == "READY",
     );
-    assert_eq!(state("8"), "NOT_INITIALIZED", "only linked customers come back");
+    assert_eq!(
+        state("8"),
+        "NOT_INITIALIZED",
+        "only linked customers come back"
+    );
 }
