@@ -238,6 +238,9 @@ impl Actor {
                     .collect();
                 let _ = reply.send(targets);
             }
+            // Before boot nothing runs, and a step then would find every service `stopped`
+            // and tell systemd READY=1 too early.
+            Msg::Samples(_) if !self.booted => {}
             Msg::Samples(samples) => {
                 self.counters.on_samples(&samples, Instant::now());
                 self.feed(Input::Samples(samples));
