@@ -183,7 +183,10 @@ fn monit_renders_selects_restarts_stops_filters_and_restores_the_terminal() {
 
     // q quits, exit 0, and the terminal is back: primary screen, cooked mode, echo.
     t.keys(&["q"]);
-    let screen = t.wait_screen("monit to exit", |s| s.contains("EXIT="));
+    // Wait for the stty report after EXIT= too: under load it comes a moment later.
+    let screen = t.wait_screen("monit to exit and stty to report", |s| {
+        s.contains("EXIT=") && s.contains("icanon") && s.contains("opost")
+    });
     assert!(screen.contains("EXIT=0"), "{screen}");
     assert_eq!(t.display("#{alternate_on}"), "0", "{screen}");
     assert_eq!(t.display("#{cursor_flag}"), "1", "cursor visible again");
