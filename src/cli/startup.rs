@@ -199,6 +199,56 @@ WantedBy=multi-user.target
 
 pub const UNIT_NAME: &str = "leadmaster-supervisord.service";
 
+/// The user the unit runs the stack as.
+pub const USER: &str = "leadmaster";
+
+/// Creates the system user `user` when missing and gives it the state dir, so the unit's
+/// `User=` can start the stack. Runs `useradd` and `chown` (as root, from `--install`).
+pub fn ensure_user(user: &str, state_dir: &std::path::Path) -> anyhow::Result<()> {
+    use std::process::Command;
+    let exists = Command::new("id")
+        .arg("-u")
+        .arg(user)
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !exists {
+        let st = Command::new("useradd")
+            .args([
+                "--system",
+                "--user-group",
+                "--shell",
+                "/usr/sbin/nologin",
+                "--home-dir",
+            ])
+            .arg(state_dir)
+            .arg(user)
+            .status()
+            .map_err(|e| {
+                anyhow::anyhow!("cannot run useradd ({e}); create the user `{user}` yourself")
+            })?;
+        anyhow::ensure!(
+            st.success(),
+            "useradd {user} failed; create the user `{user}` yourself"
+        );
+        println!("created the system user `{user}`");
+    }
+    std::fs::create_dir_all(state_dir)
+        .map_err(|e| anyhow::anyhow!("cannot create {} ({e})", state_dir.display()))?;
+    let st = Command::new("chown")
+        .arg("-R")
+        .arg(format!("{user}:{user}"))
+        .arg(state_dir)
+        .status()
+        .map_err(|e| anyhow::anyhow!("cannot run chown ({e})"))?;
+    anyhow::ensure!(
+        st.success(),
+        "chown -R {user}:{user} {} failed",
+        state_dir.display()
+    );
+    println!("{} belongs to `{user}`", state_dir.display());
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -259,54 +309,4 @@ stop_timeout = "90s"
         .expect("valid");
         assert_eq!(cfg.services["a"].stop_timeout, DEFAULT_STOP_TIMEOUT);
     }
-}
-
-/// The user the unit runs the stack as.
-pub const USER: &str = "leadmaster";
-
-/// Creates the system user `user` when missing and gives it the state dir, so the unit's
-/// `User=` can start the stack. Runs `useradd` and `chown` (as root, from `--install`).
-pub fn ensure_user(user: &str, state_dir: &std::path::Path) -> anyhow::Result<()> {
-    use std::process::Command;
-    let exists = Command::new("id")
-        .arg("-u")
-        .arg(user)
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !exists {
-        let st = Command::new("useradd")
-            .args([
-                "--system",
-                "--user-group",
-                "--shell",
-                "/usr/sbin/nologin",
-                "--home-dir",
-            ])
-            .arg(state_dir)
-            .arg(user)
-            .status()
-            .map_err(|e| {
-                anyhow::anyhow!("cannot run useradd ({e}); create the user `{user}` yourself")
-            })?;
-        anyhow::ensure!(
-            st.success(),
-            "useradd {user} failed; create the user `{user}` yourself"
-        );
-        println!("created the system user `{user}`");
-    }
-    std::fs::create_dir_all(state_dir)
-        .map_err(|e| anyhow::anyhow!("cannot create {} ({e})", state_dir.display()))?;
-    let st = Command::new("chown")
-        .arg("-R")
-        .arg(format!("{user}:{user}"))
-        .arg(state_dir)
-        .status()
-        .map_err(|e| anyhow::anyhow!("cannot run chown ({e})"))?;
-    anyhow::ensure!(
-        st.success(),
-        "chown -R {user}:{user} {} failed",
-        state_dir.display()
-    );
-    println!("{} belongs to `{user}`", state_dir.display());
-    Ok(())
 }
