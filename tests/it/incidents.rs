@@ -273,6 +273,31 @@ fn sigkill(pid: i32) {
 }
 
 #[track_caller]
+/// The whole stack with session-manager's browser on `page`, both ready; and its port.
+fn stack_on(page: &Page) -> (Daemon, u16) {
+    let (smp, hubp) = (free_port(), free_port());
+    let d = start_stack(
+        &stack_toml(smp, hubp, &format!(", WA_WEB_URL = \"{}\"", page.url()), ""),
+        &[],
+    );
+    wait_both_ready(&d, Duration::from_secs(45));
+    (d, smp)
+}
+
+/// SIGKILL of session-manager's main process; waits for the supervisor's restart.
+fn kill_session_manager_and_wait_for_its_restart(d: &Daemon) {
+    let old = d.pid("session-manager").expect("session-manager pid");
+    sigkill(old);
+    wait_until(
+        "session-manager restarted and ready",
+        Duration::from_secs(45),
+        || {
+            d.state("session-manager") == "ready"
+                && d.pid("session-manager").is_some_and(|p| p != old)
+        },
+    );
+}
+
 fn wait_both_ready(d: &Daemon, timeout: Duration) {
     let deadline = Instant::now() + timeout;
     while !(d.state("session-manager") == "ready" && d.state("central-hub") == "ready") {
@@ -592,12 +617,7 @@ fn seed002_sigkilled_session_manager_leaves_no_chromium() {
         return;
     }
     let page = Page::serve();
-    let (smp, hubp) = (free_port(), free_port());
-    let d = start_stack(
-        &stack_toml(smp, hubp, &format!(", WA_WEB_URL = \"{}\"", page.url()), ""),
-        &[],
-    );
-    wait_both_ready(&d, Duration::from_secs(45));
+    let (d, smp) = stack_on(&page);
 
     let (code, body) =
         http(smp, "POST", "/init", &[("X-Cliente-Id", "1")], "").expect("POST /init answered");
@@ -625,16 +645,7 @@ fn seed002_sigkilled_session_manager_leaves_no_chromium() {
         mib(&hub["memory_bytes"])
     );
 
-    let old = d.pid("session-manager").unwrap();
-    sigkill(old);
-    wait_until(
-        "session-manager restarted and ready",
-        Duration::from_secs(45),
-        || {
-            d.state("session-manager") == "ready"
-                && d.pid("session-manager").is_some_and(|p| p != old)
-        },
-    );
+    kill_session_manager_and_wait_for_its_restart(&d);
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut left: Vec<i32> = Vec::new();
     while Instant::now() < deadline {
@@ -808,12 +819,7 @@ fn seed003_a_linked_customer_is_ready_again_after_a_restart_without_init() {
         return;
     }
     let page = Page::linked();
-    let (smp, hubp) = (free_port(), free_port());
-    let d = start_stack(
-        &stack_toml(smp, hubp, &format!(", WA_WEB_URL = \"{}\"", page.url()), ""),
-        &[],
-    );
-    wait_both_ready(&d, Duration::from_secs(45));
+    let (d, smp) = stack_on(&page);
     let state = |id: &str| -> String {
         http(smp, "GET", "/status", &[("X-Cliente-Id", id)], "")
             .and_then(|(_, body)| serde_json::from_str::<serde_json::Value>(&body).ok())
@@ -828,16 +834,7 @@ fn seed003_a_linked_customer_is_ready_again_after_a_restart_without_init() {
     });
 
     // A crash of session-manager: the supervisor reaps its tree and starts it again.
-    let old = d.pid("session-manager").expect("pid");
-    sigkill(old);
-    wait_until(
-        "session-manager restarted and ready",
-        Duration::from_secs(45),
-        || {
-            d.state("session-manager") == "ready"
-                && d.pid("session-manager").is_some_and(|p| p != old)
-        },
-    );
+    kill_session_manager_and_wait_for_its_restart(&d);
     // Nobody calls /init: the restarted service reopens the linked customer by itself.
     wait_until(
         "customer 7 READY again without /init",
