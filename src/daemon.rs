@@ -96,6 +96,9 @@ pub fn state_key(dir: &Path) -> String {
     format!("{h:016x}")
 }
 
+/// How often the daemon checks whether its own output file needs rotating.
+const OWN_OUTPUT_CHECK: std::time::Duration = std::time::Duration::from_secs(2);
+
 pub async fn run(config: Config) -> Result<(), DaemonError> {
     let state_dir = config.supervisor.state_dir.clone();
     let _lock = lock_state_dir(&state_dir)?;
@@ -110,6 +113,11 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         );
     }
     let log_dir = state_dir.join("logs");
+    let own_output = (
+        log_dir.join("daemon.out"),
+        config.logs.max_size,
+        config.logs.keep,
+    );
     let (logs, log_thread) =
         LogHandle::start(log_dir.clone(), &config.logs).map_err(|e| DaemonError::Logs {
             dir: log_dir,
@@ -220,6 +228,15 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     ));
     let signals = spawn_signal_task(tx.clone())?;
     let sampler = tokio::spawn(sampler_task(tx.clone(), prefix, interval));
+    // `daemon.out` (our stderr when `lmctl start` launched us) rotates like the other logs.
+    let own_output = tokio::spawn(async move {
+        let (path, max_size, keep) = own_output;
+        let mut tick = tokio::time::interval(OWN_OUTPUT_CHECK);
+        loop {
+            tick.tick().await;
+            crate::logs::rotate_own_output(&path, max_size, keep);
+        }
+    });
     let dog = watchdog.map(|every| tokio::spawn(watchdog_task(tx.clone(), every)));
     drop(tx);
 
@@ -232,6 +249,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     }
     alert_task.abort();
     sampler.abort();
+    own_output.abort();
     if let Some(d) = dog {
         d.abort();
     }

@@ -42,7 +42,7 @@ pub fn ensure_daemon(config: &Path, socket: &Path) -> anyhow::Result<()> {
     let log_dir = cfg.supervisor.state_dir.join("logs");
     std::fs::create_dir_all(&log_dir)?;
     let out_path = log_dir.join("daemon.out");
-    rotate_if_big(&out_path, cfg.logs.max_size, cfg.logs.keep);
+    crate::logs::rotate_if_big(&out_path, cfg.logs.max_size, cfg.logs.keep);
     let out = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -105,30 +105,8 @@ pub fn ensure_daemon(config: &Path, socket: &Path) -> anyhow::Result<()> {
     }
 }
 
-/// The daemon's own stdout/stderr file, rotated like the other logs (`[logs] max_size`,
-/// `keep`) each time lmctl launches a daemon: the daemon writes it through an inherited
-/// descriptor, so between launches it grows only by what the daemon itself prints.
-fn rotate_if_big(path: &Path, max_size: u64, keep: u32) {
-    let big = std::fs::metadata(path).is_ok_and(|m| m.len() > max_size);
-    if !big {
-        return;
-    }
-    if keep == 0 {
-        let _ = std::fs::remove_file(path);
-        return;
-    }
-    for i in (1..keep).rev() {
-        let from = crate::logs::sink::rotated(path, i);
-        if from.exists() {
-            let _ = std::fs::rename(&from, crate::logs::sink::rotated(path, i + 1));
-        }
-    }
-    let _ = std::fs::rename(path, crate::logs::sink::rotated(path, 1));
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
 
     #[test]
     fn a_big_daemon_out_is_rotated_and_the_oldest_dropped() {
@@ -137,13 +115,13 @@ mod tests {
         std::fs::write(&p, "x".repeat(100)).expect("write");
         std::fs::write(dir.path().join("daemon.out.1"), "one").expect("write");
         std::fs::write(dir.path().join("daemon.out.2"), "two").expect("write");
-        rotate_if_big(&p, 10, 2);
+        crate::logs::rotate_if_big(&p, 10, 2);
         assert!(!p.exists());
         let read = |n: &str| std::fs::read_to_string(dir.path().join(n)).unwrap_or_default();
         assert_eq!(read("daemon.out.1").len(), 100);
         assert_eq!(read("daemon.out.2"), "one");
         std::fs::write(&p, "small").expect("write");
-        rotate_if_big(&p, 10, 2);
+        crate::logs::rotate_if_big(&p, 10, 2);
         assert_eq!(read("daemon.out"), "small");
     }
 }

@@ -8,7 +8,7 @@ pub mod pump;
 pub mod sink;
 pub mod tail;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -191,4 +191,53 @@ impl LogHandle {
             let _ = rx.await;
         }
     }
+}
+
+/// Rotates `path` like the other logs (`max_size`, `keep`) when it is bigger than
+/// `max_size`: `path.1` … `path.keep`, the oldest dropped.
+pub fn rotate_if_big(path: &Path, max_size: u64, keep: u32) {
+    let big = std::fs::metadata(path).is_ok_and(|m| m.len() > max_size);
+    if !big {
+        return;
+    }
+    if keep == 0 {
+        let _ = std::fs::remove_file(path);
+        return;
+    }
+    for i in (1..keep).rev() {
+        let from = crate::logs::sink::rotated(path, i);
+        if from.exists() {
+            let _ = std::fs::rename(&from, crate::logs::sink::rotated(path, i + 1));
+        }
+    }
+    let _ = std::fs::rename(path, crate::logs::sink::rotated(path, 1));
+}
+
+/// The daemon's own stdout/stderr file (`daemon.out`, opened by `lmctl start` and inherited
+/// as fds 1 and 2) rotated while the daemon runs: when fd 2 is that file and it has grown
+/// past `max_size`, it is rotated and fds 1 and 2 move to a fresh file. Anything else on
+/// fd 2 (a terminal, the journal) is left alone. Returns true when it rotated.
+pub fn rotate_own_output(expected: &Path, max_size: u64, keep: u32) -> bool {
+    use std::os::fd::AsRawFd;
+    let Ok(target) = std::fs::read_link("/proc/self/fd/2") else {
+        return false;
+    };
+    let same = std::fs::canonicalize(expected).is_ok_and(|e| e == target);
+    if !same || !std::fs::metadata(&target).is_ok_and(|m| m.is_file() && m.len() > max_size) {
+        return false;
+    }
+    rotate_if_big(&target, max_size, keep);
+    let Ok(fresh) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&target)
+    else {
+        return false;
+    };
+    // SAFETY: dup2 onto our own standard descriptors; `fresh` stays valid for the call.
+    unsafe {
+        libc::dup2(fresh.as_raw_fd(), 1);
+        libc::dup2(fresh.as_raw_fd(), 2);
+    }
+    true
 }

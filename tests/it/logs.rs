@@ -239,3 +239,29 @@ fn logs_verb_tails_and_filters() {
     let bad = d.lmctl(&["logs", "nope"]);
     assert_eq!(bad.status.code(), Some(1));
 }
+
+#[test]
+fn daemon_out_is_rotated_while_the_daemon_runs() {
+    let mut d = Daemon::new(
+        "[logs]\nmax_size = \"4KiB\"\nkeep = 2\n\n[services.crashy]\ncommand = \"{helper}\"\nargs = [\"exit\", \"1\"]\nmax_restarts = 1000\nstart_grace = \"0s\"\nbackoff = { initial = \"10ms\", max = \"10ms\" }\n",
+    );
+    // `lmctl start` launches the daemon detached, its stderr in var/logs/daemon.out.
+    d.ok(&["start", "--no-wait"]);
+    let ping: serde_json::Value = serde_json::from_str(&d.ok(&["ping", "--json"])).unwrap();
+    d.extra_pids.push(ping["pid"].as_i64().unwrap() as i32);
+    let out = d.state_dir.join("logs/daemon.out");
+    wait_until("daemon.out rotated twice", Duration::from_secs(30), || {
+        lmsup::logs::sink::rotated(&out, 2).exists()
+    });
+    assert!(!lmsup::logs::sink::rotated(&out, 3).exists());
+    // Still written after the rotation: the daemon moved its stderr to the fresh file.
+    // (Had it kept the old descriptor, its lines would land in daemon.out.1 and the fresh
+    // file would stay empty.)
+    wait_until(
+        "the fresh daemon.out is written",
+        Duration::from_secs(10),
+        || std::fs::metadata(&out).is_ok_and(|m| m.len() > 0),
+    );
+    d.ok(&["stop", "crashy"]);
+    d.ok(&["shutdown"]);
+}
