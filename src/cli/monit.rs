@@ -470,11 +470,16 @@ impl App {
                         _ => "?",
                     }
                 };
-                let reason = s
+                let detail = s
                     .last_error
                     .clone()
                     .or_else(|| s.last_exit.map(|e| e.to_string()))
                     .unwrap_or_default();
+                // Why it was last restarted (crash, memory, health, watchdog, user) first.
+                let reason = match s.last_restart_reason {
+                    Some(r) if s.restarts > 0 => format!("{}: {detail}", r.as_str()),
+                    _ => detail,
+                };
                 Row::new([
                     Cell::from(s.name.clone()),
                     Cell::from(s.state.as_str()).style(self.state_style(s.state.as_str())),

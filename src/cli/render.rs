@@ -103,6 +103,9 @@ pub fn status_table(services: &[ServiceStatus], color: bool, no_probe: NoProbe) 
                 let _ = writeln!(out, "  last error: {e}");
             }
         }
+        if let (Some(r), true) = (s.last_restart_reason, s.restarts > 0) {
+            let _ = writeln!(out, "  last restart: {}", r.as_str());
+        }
     }
     trim_lines(&out)
 }

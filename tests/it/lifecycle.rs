@@ -39,6 +39,8 @@ fn sigkilled_service_comes_back_with_a_new_pid() {
     let s = d.svc("s");
     assert_eq!(s["restarts"], 1);
     assert_eq!(s["last_exit"]["signal"], 9);
+    assert_eq!(s["last_restart_reason"], "crash");
+    assert!(d.ok(&["status"]).contains("last restart: crash"));
     assert!(!alive(old));
 }
 
