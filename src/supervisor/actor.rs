@@ -12,7 +12,6 @@ use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use super::action::{Action, HistoryList, SystemdNote};
 use super::event::{Event, EventKind};
 use super::machine::{step, Input, Services};
 use super::view::History;
@@ -21,7 +20,7 @@ use crate::config::Config;
 use crate::control::proto::{ErrorCode, Response, TreeKind};
 use crate::logs::LogHandle;
 use crate::resources::{cgroup, Target};
-use crate::spawn::{kill, reaper};
+use crate::spawn::reaper;
 use crate::systemd::Systemd;
 
 const HISTORY: usize = 30;
@@ -71,7 +70,7 @@ impl Exec {
     }
 }
 
-fn push(q: &mut Vec<String>, line: String) {
+pub(super) fn push(q: &mut Vec<String>, line: String) {
     if q.len() >= HISTORY {
         q.remove(0);
     }
@@ -337,70 +336,6 @@ impl Actor {
     }
 
     // ---- the executor ---------------------------------------------------------------
-
-    fn execute(&mut self, action: Action, reply: &mut Option<Response>) -> Option<Input> {
-        match action {
-            Action::Spawn { service, run } => return Some(self.spawn(&service, run)),
-            Action::SignalGroup { pid, signal, .. } => kill::signal_group(pid, signal),
-            Action::KillTree { service } => self.kill_tree(&service),
-            Action::ReapLeftovers {
-                service,
-                run,
-                signal,
-                grace,
-            } => self.reap_leftovers(service, run, signal, grace),
-            Action::ArmTimer {
-                service,
-                token,
-                after,
-            } => {
-                let tx = self.tx.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(after).await;
-                    let _ = tx.send(Msg::Timer { service, token });
-                });
-            }
-            Action::StartProbe { service, run, kind } => self.start_probe(&service, run, kind),
-            Action::StopProbes { service } => {
-                if let Some(e) = self.exec.get_mut(&service) {
-                    e.stop_probes();
-                }
-            }
-            Action::Event(e) => self.write_event(e),
-            Action::History {
-                service,
-                list,
-                text,
-            } => {
-                let stamp = chrono::Local::now().format(match list {
-                    HistoryList::Exits => "%Y-%m-%d %H:%M:%S",
-                    HistoryList::Probes => "%H:%M:%S%.3f",
-                });
-                let h = &mut self.exec.entry(service).or_default().history;
-                let q = match list {
-                    HistoryList::Exits => &mut h.exits,
-                    HistoryList::Probes => &mut h.probes,
-                };
-                push(q, format!("{stamp} {text}"));
-            }
-            Action::Systemd(note) => match note {
-                SystemdNote::Ready(s) => self.systemd.ready(&s),
-                SystemdNote::Status(s) => self.systemd.status(&s),
-                SystemdNote::Reloading => self.systemd.reloading(),
-                SystemdNote::Stopping => self.systemd.stopping(),
-                SystemdNote::ExtendTimeout(d) => self
-                    .systemd
-                    .extend_timeout(d.as_micros().min(u128::from(u32::MAX)) as u32),
-            },
-            Action::Release { service } => {
-                if let Some(mut e) = self.exec.remove(&service) {
-                    e.release();
-                }
-            }
-            Action::Reply(r) => *reply = Some(r),
-        }
-        None
-    }
 
     pub(super) fn write_event(&mut self, e: Event) {
         // Events reach supervisor.log, `lmctl logs`, `show` and stderr: no secrets in them

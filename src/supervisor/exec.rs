@@ -11,7 +11,8 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use tokio::sync::{mpsc, oneshot};
 
-use super::actor::Actor;
+use super::action::{Action, HistoryList, SystemdNote};
+use super::actor::{push, Actor};
 use super::event::{Event, EventKind};
 use super::machine::Input;
 use super::{Msg, ProbeKind};
@@ -28,6 +29,75 @@ const CONFIG_LOAD_TIMEOUT: Duration = Duration::from_secs(30);
 const LEFTOVER_GRACE: Duration = Duration::from_secs(2);
 
 impl Actor {
+    /// Carries out one action of the machine; a spawn answers with its result at once.
+    pub(super) fn execute(
+        &mut self,
+        action: Action,
+        reply: &mut Option<Response>,
+    ) -> Option<Input> {
+        match action {
+            Action::Spawn { service, run } => return Some(self.spawn(&service, run)),
+            Action::SignalGroup { pid, signal, .. } => kill::signal_group(pid, signal),
+            Action::KillTree { service } => self.kill_tree(&service),
+            Action::ReapLeftovers {
+                service,
+                run,
+                signal,
+                grace,
+            } => self.reap_leftovers(service, run, signal, grace),
+            Action::ArmTimer {
+                service,
+                token,
+                after,
+            } => {
+                let tx = self.tx.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(after).await;
+                    let _ = tx.send(Msg::Timer { service, token });
+                });
+            }
+            Action::StartProbe { service, run, kind } => self.start_probe(&service, run, kind),
+            Action::StopProbes { service } => {
+                if let Some(e) = self.exec.get_mut(&service) {
+                    e.stop_probes();
+                }
+            }
+            Action::Event(e) => self.write_event(e),
+            Action::History {
+                service,
+                list,
+                text,
+            } => {
+                let stamp = chrono::Local::now().format(match list {
+                    HistoryList::Exits => "%Y-%m-%d %H:%M:%S",
+                    HistoryList::Probes => "%H:%M:%S%.3f",
+                });
+                let h = &mut self.exec.entry(service).or_default().history;
+                let q = match list {
+                    HistoryList::Exits => &mut h.exits,
+                    HistoryList::Probes => &mut h.probes,
+                };
+                push(q, format!("{stamp} {text}"));
+            }
+            Action::Systemd(note) => match note {
+                SystemdNote::Ready(s) => self.systemd.ready(&s),
+                SystemdNote::Status(s) => self.systemd.status(&s),
+                SystemdNote::Reloading => self.systemd.reloading(),
+                SystemdNote::Stopping => self.systemd.stopping(),
+                SystemdNote::ExtendTimeout(d) => self
+                    .systemd
+                    .extend_timeout(d.as_micros().min(u128::from(u32::MAX)) as u32),
+            },
+            Action::Release { service } => {
+                if let Some(mut e) = self.exec.remove(&service) {
+                    e.release();
+                }
+            }
+            Action::Reply(r) => *reply = Some(r),
+        }
+        None
+    }
+
     /// Opens (or closes) the service's notify socket as its spec now asks.
     pub(super) fn sync_notify_socket(&mut self, name: &str, spec: &ServiceSpec) {
         let want = spec.ready.as_ref().is_some_and(|r| r.notify);
