@@ -30,23 +30,32 @@ impl Tmux {
         };
         let script_path = dir.join("pane.sh");
         std::fs::write(&script_path, script).unwrap();
-        let out = t
-            .cmd()
-            .args(["new-session", "-d", "-x", "80", "-y", "24", "-s", "t", "sh"])
-            .arg(&script_path)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Some(t)
+        // A fresh tmux server now and then dies while starting on a loaded machine ("server
+        // exited unexpectedly"): that is tmux, not monit, so it gets three tries.
+        let mut last = String::new();
+        for _ in 0..3 {
+            let out = t
+                .cmd()
+                .args(["new-session", "-d", "-x", "80", "-y", "24", "-s", "t", "sh"])
+                .arg(&script_path)
+                .output()
+                .unwrap();
+            if out.status.success() {
+                return Some(t);
+            }
+            last = String::from_utf8_lossy(&out.stderr).into_owned();
+            let _ = t.cmd().arg("kill-server").output();
+            let _ = std::fs::remove_file(&t.socket);
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!("tmux would not start a session: {last}");
     }
 
     fn cmd(&self) -> Command {
         let mut c = Command::new("tmux");
         c.arg("-S").arg(&self.socket).args(["-f", "/dev/null"]);
+        // CI runs without a terminal: tmux still needs to know what the pane emulates.
+        c.env("TERM", "xterm-256color");
         c
     }
 
