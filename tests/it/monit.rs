@@ -178,11 +178,36 @@ fn monit_renders_selects_restarts_stops_filters_and_restores_the_terminal() {
 
     // / filters by name.
     let other = if name == "alpha" { "beta" } else { "alpha" };
-    t.keys(&["/"]);
-    t.keys(&["-l", other]);
+    // The filter must read exactly `other` on the title line before Enter (on a loaded
+    // machine a key can arrive while the view is busy; type it again then).
+    let mut typed = false;
+    for _ in 0..3 {
+        t.keys(&["/"]);
+        t.keys(&["-l", other]);
+        let want = format!("filter: {other}_");
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while std::time::Instant::now() < deadline && !typed {
+            typed = t
+                .screen(false)
+                .lines()
+                .next()
+                .is_some_and(|l| l.contains(&want));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if typed {
+            break;
+        }
+        t.keys(&["Escape"]);
+    }
+    assert!(typed, "the filter never read {other}: {}", t.screen(false));
     t.keys(&["Enter"]);
     t.wait_screen("only the other service listed", |s| {
-        let rows: Vec<&str> = s.lines().skip(1).take(4).collect();
+        // The table's rows: below the title, above the panels (whose log may name anyone).
+        let rows: Vec<&str> = s
+            .lines()
+            .skip(1)
+            .take_while(|l| !l.starts_with('┌'))
+            .collect();
         rows.iter().any(|l| l.contains(other)) && !rows.iter().any(|l| l.contains(name))
     });
 
