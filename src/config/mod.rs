@@ -244,48 +244,41 @@ impl<'a> Validator<'a> {
         }
     }
 
-    /// A duration key: parsed, checked against its range in `schema`, else its default.
-    fn duration(&mut self, v: &Option<Spanned<String>>, n: &Num) -> Duration {
-        let default = n.default_duration();
-        match v {
-            None => default,
-            Some(s) => match units::parse_duration(s.get_ref()) {
-                Ok(d) if n.contains(d.as_millis() as f64) => d,
-                Ok(_) => {
-                    self.err(
-                        s.span(),
-                        n.out_of_range(&self.service, &format!("{:?}", s.get_ref())),
-                    );
-                    default
-                }
-                Err(e) => {
-                    self.err(s.span(), e);
-                    default
-                }
-            },
+    /// A text key with a unit: parsed, checked against its range in `schema` (as
+    /// `measure` of the value), else its default.
+    fn ranged<T: Copy>(
+        &mut self,
+        v: &Option<Spanned<String>>,
+        n: &Num,
+        default: T,
+        parse: impl Fn(&str) -> Result<T, String>,
+        measure: impl Fn(T) -> f64,
+    ) -> T {
+        let Some(s) = v else { return default };
+        match parse(s.get_ref()) {
+            Ok(x) if n.contains(measure(x)) => x,
+            Ok(_) => {
+                let msg = n.out_of_range(&self.service, &format!("{:?}", s.get_ref()));
+                self.err(s.span(), msg);
+                default
+            }
+            Err(e) => {
+                self.err(s.span(), e);
+                default
+            }
         }
     }
 
-    /// A size key, like [`Self::duration`].
+    /// A duration key (milliseconds in `schema`).
+    fn duration(&mut self, v: &Option<Spanned<String>>, n: &Num) -> Duration {
+        self.ranged(v, n, n.default_duration(), units::parse_duration, |d| {
+            d.as_millis() as f64
+        })
+    }
+
+    /// A size key (bytes in `schema`).
     fn size(&mut self, v: &Option<Spanned<String>>, n: &Num) -> u64 {
-        let default = n.default_u64();
-        match v {
-            None => default,
-            Some(s) => match units::parse_size(s.get_ref()) {
-                Ok(b) if n.contains(b as f64) => b,
-                Ok(_) => {
-                    self.err(
-                        s.span(),
-                        n.out_of_range(&self.service, &format!("{:?}", s.get_ref())),
-                    );
-                    default
-                }
-                Err(e) => {
-                    self.err(s.span(), e);
-                    default
-                }
-            },
-        }
+        self.ranged(v, n, n.default_u64(), units::parse_size, |b| b as f64)
     }
 
     /// An integer key, like [`Self::duration`].

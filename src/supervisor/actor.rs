@@ -87,9 +87,8 @@ pub struct Actor {
     pub(super) tx: mpsc::UnboundedSender<Msg>,
     pub(super) cgroup_root: Option<PathBuf>,
     pub(super) systemd: Systemd,
-    /// Until leftovers of an earlier daemon are gone nothing starts; verbs that would
-    /// start something wait here.
-    pub(super) booted: bool,
+    /// Until leftovers of an earlier daemon are gone (`Services::booted`) nothing starts;
+    /// verbs that would start something wait here.
     pub(super) deferred: VecDeque<Msg>,
     pub(super) shutdown_replies: Vec<oneshot::Sender<Response>>,
     /// Reloads asked for so far (see `Msg::ReloadLoaded`).
@@ -119,7 +118,6 @@ impl Actor {
             tx,
             cgroup_root,
             systemd,
-            booted: false,
             deferred: VecDeque::new(),
             shutdown_replies: Vec::new(),
             reloads: 0,
@@ -237,9 +235,6 @@ impl Actor {
                     .collect();
                 let _ = reply.send(targets);
             }
-            // Before boot nothing runs, and a step then would find every service `stopped`
-            // and tell systemd READY=1 too early.
-            Msg::Samples(_) if !self.booted => {}
             Msg::Samples(samples) => {
                 self.counters.on_samples(&samples, Instant::now());
                 self.feed(Input::Samples(samples));
@@ -320,7 +315,6 @@ impl Actor {
                 for e in events {
                     self.write_event(e);
                 }
-                self.booted = true;
                 self.feed(Input::Boot);
                 while let Some(m) = self.deferred.pop_front() {
                     self.handle(m);

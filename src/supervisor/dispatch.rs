@@ -80,7 +80,7 @@ impl Actor {
             },
             Request::Signal { service, signal } => self.signal(&service, &signal, uid),
             Request::Start { .. } | Request::Stop { .. } | Request::Restart { .. }
-                if !self.booted =>
+                if !self.services.booted =>
             {
                 self.deferred.push_back(Msg::Request { req, reply, uid });
                 return;

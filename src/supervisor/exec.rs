@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::action::{Action, HistoryList, SystemdNote};
 use super::actor::{push, Actor};
 use super::event::{Event, EventKind};
-use super::machine::Input;
+use super::machine::{Input, LEFTOVER_GRACE};
 use super::{Msg, ProbeKind};
 use crate::config::{self, Config, ServiceSpec};
 use crate::control::proto::{ErrorCode, Response, TreeKind};
@@ -25,8 +25,6 @@ use crate::spawn::{self, kill, tree};
 
 /// How long a config may take to load (a FIFO or a hung network mount as `env_file`).
 const CONFIG_LOAD_TIMEOUT: Duration = Duration::from_secs(30);
-
-const LEFTOVER_GRACE: Duration = Duration::from_secs(2);
 
 impl Actor {
     /// Carries out one action of the machine; a spawn answers with its result at once.
