@@ -32,6 +32,8 @@ pub struct Services {
     /// `Boot` happened: before it (while an earlier daemon's leftovers are reaped)
     /// nothing has been asked to start, so nothing has settled either.
     pub booted: bool,
+    /// The last STATUS= sent to systemd.
+    last_status: String,
     next_token: u64,
 }
 
@@ -48,6 +50,7 @@ impl Services {
             shutting_down: false,
             ready_sent: false,
             booted: false,
+            last_status: String::new(),
             next_token: 0,
         }
     }
@@ -551,13 +554,18 @@ impl Machine<'_> {
             });
             if settled {
                 self.s.ready_sent = true;
+                self.s.last_status = status.clone();
                 self.out
                     .push(Action::Systemd(SystemdNote::Ready(status.clone())));
                 self.daemon_event(EventKind::Settled { status });
                 return;
             }
         }
-        self.out.push(Action::Systemd(SystemdNote::Status(status)));
+        // Every step ends here (each sample, each log drop): tell systemd only a change.
+        if status != self.s.last_status {
+            self.s.last_status = status.clone();
+            self.out.push(Action::Systemd(SystemdNote::Status(status)));
+        }
     }
 }
 
