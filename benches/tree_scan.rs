@@ -53,6 +53,7 @@ fn bench_pass(c: &mut Criterion, label: &str, tree_pid: i32) {
         main_pid: Some(tree_pid),
         sessions: vec![tree_pid],
         cgroup: None,
+        max_memory: None,
     }];
     let mut sampler = Sampler::new("lmsup-bench-no-such-instance".to_string());
     let first = sampler.sample(&targets);

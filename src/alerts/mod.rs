@@ -202,7 +202,9 @@ impl Engine {
                     None => return,
                 },
                 Some(o) = self.outcomes.recv() => self.on_outcome(o),
-                _ = tick.tick() => self.evaluate(Instant::now()),
+                // Rules with durations (unhealthy for, memory for) fire between samples;
+                // without rules there is nothing to evaluate.
+                _ = tick.tick(), if !self.cfg.rules.is_empty() => self.evaluate(Instant::now()),
             }
         }
     }

@@ -22,7 +22,7 @@ pub struct Counters {
     restarts: BTreeMap<(String, &'static str), u64>,
     /// CPU seconds of each service's tree, integrated from the sampler's CPU share.
     cpu_seconds: BTreeMap<String, f64>,
-    last_sample: Option<Instant>,
+    last_sample: BTreeMap<String, Instant>,
     /// (service, probe) → failed probes.
     probe_failures: BTreeMap<(String, &'static str), u64>,
     /// Events the alert engine's full inbox could not take.
@@ -110,15 +110,16 @@ impl Counters {
         }
     }
 
+    /// CPU seconds integrated per service: each sample's percentage holds since that
+    /// service's previous sample (services are not all sampled every tick).
     pub fn on_samples(&mut self, samples: &[Sample], now: Instant) {
-        if let Some(prev) = self.last_sample {
-            let dt = now.saturating_duration_since(prev).as_secs_f64();
-            for s in samples {
+        for s in samples {
+            if let Some(prev) = self.last_sample.insert(s.service.clone(), now) {
+                let dt = now.saturating_duration_since(prev).as_secs_f64();
                 *self.cpu_seconds.entry(s.service.clone()).or_default() +=
                     s.cpu_percent / 100.0 * dt;
             }
         }
-        self.last_sample = Some(now);
     }
 
     pub fn snapshot(&self, services: Vec<ServiceStatus>) -> Snapshot {

@@ -2,6 +2,7 @@
 //! leaves behind. The sampler owns its caches; it reports to the actor by message.
 
 pub mod cgroup;
+pub mod watch;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -20,6 +21,11 @@ pub struct Target {
     pub main_pid: Option<i32>,
     pub sessions: Vec<i32>,
     pub cgroup: Option<PathBuf>,
+    /// The service's `max_memory`: at or above it in RSS, PSS is read fresh.
+    pub max_memory: Option<u64>,
+    /// Measure CPU this tick (someone looks, or an alert rule may): otherwise the last
+    /// measured percentage is repeated.
+    pub cpu: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -53,9 +59,11 @@ fn clock_ticks() -> f64 {
     }
 }
 
-/// Samples every target from one `/proc` snapshot.
+/// Samples every target: those with a cgroup through files kept open (`watch`), the
+/// others from one `/proc` snapshot (descendants, sessions, markers).
 pub struct Sampler {
     prefix: String,
+    watcher: watch::Watcher,
     markers: MarkerCache,
     prev_ticks: HashMap<(i32, u64), u64>,
     prev_at: Option<Instant>,
@@ -67,13 +75,11 @@ pub struct Sampler {
     commands: HashMap<(i32, u64), String>,
 }
 
-/// Re-read PSS at least this often (in samples), even when RSS has not changed.
-const PSS_REFRESH: u32 = 10;
-
 impl Sampler {
     pub fn new(instance_prefix: String) -> Self {
         Sampler {
             prefix: instance_prefix,
+            watcher: watch::Watcher::new(),
             markers: MarkerCache::default(),
             prev_ticks: HashMap::new(),
             prev_at: None,
@@ -83,22 +89,18 @@ impl Sampler {
     }
 
     pub fn sample(&mut self, targets: &[Target]) -> Vec<Sample> {
-        // With a cgroup per target, membership is the cgroups' member lists (nothing forked
-        // inside can leave them): read just those processes, no scan of all of /proc.
-        let cgroup_only = !targets.is_empty() && targets.iter().all(|t| t.cgroup.is_some());
-        let members: Vec<Vec<i32>> = if cgroup_only {
-            targets
-                .iter()
-                .map(|t| t.cgroup.as_deref().map(cgroup::procs).unwrap_or_default())
-                .collect()
-        } else {
-            Vec::new()
-        };
-        let snap = if cgroup_only {
-            Snapshot::of(members.iter().flatten().copied())
-        } else {
-            Snapshot::take()
-        };
+        let (grouped, scanned): (Vec<&Target>, Vec<&Target>) =
+            targets.iter().partition(|t| t.cgroup.is_some());
+        let mut out = self.watcher.sample(&grouped);
+        if !scanned.is_empty() {
+            out.extend(self.sample_scanned(&scanned));
+        }
+        out
+    }
+
+    /// Targets without a cgroup: their trees are found in a scan of all of `/proc`.
+    fn sample_scanned(&mut self, targets: &[&Target]) -> Vec<Sample> {
+        let snap = Snapshot::take();
         self.markers.retain_live(&snap);
         let now = Instant::now();
         let elapsed = self
@@ -110,19 +112,23 @@ impl Sampler {
         let mut ticks_now = HashMap::new();
         let mut pss_now = HashMap::new();
         let mut out = Vec::new();
-        let index = (!cgroup_only).then(|| TreeIndex::new(&snap, &self.prefix, &mut self.markers));
+        let index = TreeIndex::new(&snap, &self.prefix, &mut self.markers);
         let mut commands = HashMap::new();
-        for (i, t) in targets.iter().enumerate() {
-            let pids = match &index {
-                Some(index) => tree_of(&snap, index, t),
-                None => members.get(i).cloned().unwrap_or_default(),
-            };
+        for t in targets {
+            let pids = tree_of(&snap, &index, t);
             let mut s = Sample {
                 run: t.run,
                 service: t.service.clone(),
                 ..Default::default()
             };
             let mut cpu_ticks = 0u64;
+            let mut rss_sum = 0;
+            for pid in &pids {
+                if let Some(p) = snap.procs.get(pid).filter(|p| !p.is_zombie()) {
+                    rss_sum += p.rss_bytes;
+                }
+            }
+            let near_limit = t.max_memory.is_some_and(|max| rss_sum >= max);
             for pid in &pids {
                 let Some(p) = snap.procs.get(pid) else {
                     continue;
@@ -137,7 +143,9 @@ impl Sampler {
                 ticks_now.insert((p.pid, p.start_time), ticks);
                 let key = (p.pid, p.start_time);
                 let pss = match self.pss_cache.get(&key) {
-                    Some((rss, pss, age)) if *rss == p.rss_bytes && *age < PSS_REFRESH => {
+                    Some((rss, pss, age))
+                        if !near_limit && *rss == p.rss_bytes && *age < watch::PSS_REFRESH =>
+                    {
                         pss_now.insert(key, (*rss, *pss, age + 1));
                         *pss
                     }
@@ -162,11 +170,7 @@ impl Sampler {
                     pss_bytes: pss,
                 });
             }
-            s.cgroup_bytes = t.cgroup.as_deref().and_then(cgroup::memory_bytes);
-            (s.memory_bytes, s.memory_source) = match s.cgroup_bytes {
-                Some(b) => (b, MemorySource::Cgroup),
-                None => (s.pss_bytes, MemorySource::Pss),
-            };
+            (s.memory_bytes, s.memory_source) = (s.pss_bytes, MemorySource::Pss);
             if elapsed > 0.0 {
                 s.cpu_percent = (cpu_ticks as f64 / hz) / elapsed * 100.0;
             }
@@ -180,13 +184,10 @@ impl Sampler {
     }
 }
 
-/// The tree: cgroup members when the service has a cgroup, plus (always, as a cross-check)
-/// descendants, session members and marker holders.
+/// The tree of a service without a cgroup: descendants, session members and marker
+/// holders.
 fn tree_of(snap: &Snapshot, index: &TreeIndex<'_>, t: &Target) -> Vec<i32> {
     let mut set = index.members(&t.service, t.main_pid, &t.sessions);
-    if let Some(cg) = &t.cgroup {
-        set.extend(cgroup::procs(cg));
-    }
     set.retain(|p| snap.procs.contains_key(p));
     set.into_iter().collect()
 }

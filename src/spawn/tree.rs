@@ -30,7 +30,7 @@ impl Proc {
     }
 }
 
-fn page_size() -> u64 {
+pub fn page_size() -> u64 {
     // SAFETY: sysconf has no preconditions.
     let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
     if p > 0 {

@@ -24,6 +24,10 @@ use crate::spawn::reaper;
 use crate::systemd::Systemd;
 
 const HISTORY: usize = 30;
+/// How long after someone looked at the samples every service is sampled every tick.
+const VIEW_WINDOW: std::time::Duration = std::time::Duration::from_secs(30);
+/// Unwatched services without a memory limit are sampled every this many ticks.
+const SLOW_SAMPLE: u64 = 10;
 
 /// What the executor holds for a service beyond the machine's state.
 #[derive(Default)]
@@ -95,6 +99,14 @@ pub struct Actor {
     pub(super) reloads: u64,
     /// Counters for `/metrics` that only events can tell (restarts by reason, CPU time).
     pub(super) counters: crate::metrics::Counters,
+    /// Resource ticks so far, and when someone last looked at the samples (status, show,
+    /// monit, a scrape): what the sampler reads each tick depends on both.
+    sample_tick: u64,
+    pub(super) last_view: Option<Instant>,
+    /// Alert rules on memory: the services they cover are sampled every tick.
+    memory_rules: Vec<crate::config::alerts::Rule>,
+    /// Are there alert rules at all? Without, the engine needs no status snapshots.
+    alert_rules: bool,
     /// The alert engine's inbox, when alerts are configured: bounded, never waited on.
     pub(super) alerts: Option<mpsc::Sender<crate::alerts::Input>>,
 }
@@ -122,13 +134,23 @@ impl Actor {
             shutdown_replies: Vec::new(),
             reloads: 0,
             counters: crate::metrics::Counters::default(),
+            sample_tick: 0,
+            last_view: None,
+            memory_rules: Vec::new(),
+            alert_rules: false,
             alerts: None,
         }
     }
 
     /// Sends every event (and status snapshots) to the alert engine from now on.
-    pub fn with_alerts(mut self, tx: mpsc::Sender<crate::alerts::Input>) -> Actor {
+    pub fn with_alerts(
+        mut self,
+        tx: mpsc::Sender<crate::alerts::Input>,
+        config: Option<&crate::config::alerts::AlertsConfig>,
+    ) -> Actor {
         self.alerts = Some(tx);
+        self.memory_rules = memory_rules(config);
+        self.alert_rules = config.is_some_and(|c| !c.rules.is_empty());
         self
     }
 
@@ -213,6 +235,15 @@ impl Actor {
                 });
             }
             Msg::SampleTargets(reply) => {
+                let now = Instant::now();
+                self.sample_tick += 1;
+                // Someone looks (status, show, monit, a scrape): everything every tick.
+                // Otherwise memory where a limit or an alert rule needs it, and the rest
+                // every SLOW_SAMPLE ticks.
+                let watched = self
+                    .last_view
+                    .is_some_and(|t| now.saturating_duration_since(t) < VIEW_WINDOW);
+                let slow_due = self.sample_tick.is_multiple_of(SLOW_SAMPLE);
                 let targets = self
                     .services
                     .svcs
@@ -224,12 +255,21 @@ impl Actor {
                         if run.is_none() && sessions.is_empty() {
                             return None;
                         }
+                        let unsampled = run.is_some_and(|r| r.sample.is_none());
+                        let everything = watched || slow_due || unsampled;
+                        let limited = s.spec.max_memory.is_some()
+                            || self.memory_rules.iter().any(|r| r.covers(name));
+                        if !everything && !limited {
+                            return None;
+                        }
                         Some(Target {
                             run: run.map(|r| r.id),
                             service: name.clone(),
                             main_pid: run.map(|r| r.pid),
                             sessions: run.map(|r| vec![r.pid]).unwrap_or_default(),
                             cgroup: e.and_then(Exec::tree_cgroup),
+                            max_memory: s.spec.max_memory,
+                            cpu: everything,
                         })
                     })
                     .collect();
@@ -238,13 +278,14 @@ impl Actor {
             Msg::Samples(samples) => {
                 self.counters.on_samples(&samples, Instant::now());
                 self.feed(Input::Samples(samples));
-                if let Some(tx) = &self.alerts {
+                if let Some(tx) = self.alerts.as_ref().filter(|_| self.alert_rules) {
                     let status = super::view::status(&self.services, Instant::now());
                     let _ = tx.try_send(crate::alerts::Input::Status(status));
                 }
             }
             Msg::External(e) => self.write_event(e),
             Msg::Metrics(reply) => {
+                self.last_view = Some(Instant::now());
                 let status = super::view::status(&self.services, Instant::now());
                 let _ = reply.send(self.counters.snapshot(status));
             }
@@ -290,6 +331,8 @@ impl Actor {
             }
             Msg::ReloadLoaded { result, reply, .. } => match result {
                 Ok(config) => {
+                    self.memory_rules = memory_rules(config.alerts.as_ref());
+                    self.alert_rules = config.alerts.as_ref().is_some_and(|c| !c.rules.is_empty());
                     if let Some(tx) = &self.alerts {
                         let _ = tx.try_send(crate::alerts::Input::Reconfigure(Box::new(
                             config.alerts.clone(),
@@ -394,4 +437,19 @@ pub fn history_line(e: &Event, text: &str) -> String {
 
 pub(super) fn no_reply() -> Response {
     Response::error(ErrorCode::Internal, "the supervisor gave no answer")
+}
+
+/// The alert rules that read memory samples.
+fn memory_rules(
+    config: Option<&crate::config::alerts::AlertsConfig>,
+) -> Vec<crate::config::alerts::Rule> {
+    config
+        .map(|c| {
+            c.rules
+                .iter()
+                .filter(|r| matches!(r.condition, crate::config::alerts::Condition::Memory { .. }))
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default()
 }

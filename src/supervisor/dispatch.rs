@@ -52,6 +52,7 @@ impl Actor {
                     .to_string(),
             },
             Request::Status => {
+                self.last_view = Some(now);
                 let mut services = view::status(&self.services, now);
                 for s in &mut services {
                     if s.pid.is_none() {
@@ -61,6 +62,7 @@ impl Actor {
                 Response::Status { services }
             }
             Request::Show { service } => {
+                self.last_view = Some(now);
                 match view::detail(
                     &self.services,
                     &service,
