@@ -327,11 +327,17 @@ impl Ctx {
 }
 
 pub fn socket_from_config(path: &Path) -> anyhow::Result<PathBuf> {
-    Ok(lenient_dir(path, "socket")?.unwrap_or(
-        lenient_dir(path, "state_dir")?
+    let sup = lenient_supervisor(path)?;
+    let dir = |key: &str| {
+        sup.get(key)
+            .and_then(|v| v.as_str())
+            .map(|s| config_dir(path).join(s))
+    };
+    Ok(dir("socket").unwrap_or_else(|| {
+        dir("state_dir")
             .unwrap_or(config_dir(path).join("var"))
-            .join("lmctl.sock"),
-    ))
+            .join("lmctl.sock")
+    }))
 }
 
 fn config_dir(path: &Path) -> PathBuf {
@@ -344,19 +350,31 @@ fn config_dir(path: &Path) -> PathBuf {
 /// A `[supervisor]` path key read leniently (a config with other mistakes still answers),
 /// resolved against the config's folder.
 fn lenient_dir(path: &Path, key: &str) -> anyhow::Result<Option<PathBuf>> {
+    Ok(lenient_supervisor(path)?
+        .get(key)
+        .and_then(|v| v.as_str())
+        .map(|s| config_dir(path).join(s)))
+}
+
+/// The `[supervisor]` table, read leniently. Only it is kept: building a table of every
+/// service of a big config was most of what `lmctl status` cost.
+fn lenient_supervisor(
+    path: &Path,
+) -> anyhow::Result<std::collections::BTreeMap<String, toml::Value>> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         anyhow::anyhow!(
             "cannot read {} ({e}); pass the config with --config or the socket with --socket",
             path.display()
         )
     })?;
-    let table: toml::Table = toml::from_str(&text).unwrap_or_default();
-    Ok(table
-        .get("supervisor")
-        .and_then(|v| v.as_table())
-        .and_then(|t| t.get(key))
-        .and_then(|v| v.as_str())
-        .map(|s| config_dir(path).join(s)))
+    #[derive(serde::Deserialize, Default)]
+    struct Lenient {
+        #[serde(default)]
+        supervisor: std::collections::BTreeMap<String, toml::Value>,
+    }
+    Ok(toml::from_str::<Lenient>(&text)
+        .unwrap_or_default()
+        .supervisor)
 }
 
 /// The state dir's `logs/` folder, read leniently like the socket.

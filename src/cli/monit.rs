@@ -3,7 +3,7 @@
 //! measured. The log tail is one `logs --follow` connection, replaced when the selection
 //! changes. Actions (restart, stop/start) run on their own threads so the view stays live.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::io::{BufRead, BufReader, IsTerminal, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -17,7 +17,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Sparkline, Table, TableState};
 use ratatui::Frame;
 
-use super::{status, Ctx, Outcome};
+use super::{Ctx, Outcome};
 use crate::config::units::{human_bytes, human_duration};
 use crate::control::client;
 use crate::control::proto::{
@@ -44,7 +44,7 @@ pub(crate) fn monit(ctx: &Ctx) -> anyhow::Result<Outcome> {
     let socket = ctx.socket()?;
     // Before touching the terminal, so "no daemon" reads like any other lmctl error.
     let first = client::request(&socket, Request::Status)?;
-    let mut app = App::new(socket, status::without_probe(ctx), color_wanted());
+    let mut app = App::new(socket, color_wanted());
     app.take_status(first);
     let mut term = ratatui::try_init()?;
     let _restore = Restore;
@@ -121,7 +121,6 @@ impl Drop for Follower {
 
 struct App {
     socket: PathBuf,
-    no_probe: BTreeSet<String>,
     color: bool,
     services: Vec<ServiceStatus>,
     memory: HashMap<String, VecDeque<u64>>,
@@ -139,10 +138,9 @@ struct App {
 }
 
 impl App {
-    fn new(socket: PathBuf, no_probe: BTreeSet<String>, color: bool) -> App {
+    fn new(socket: PathBuf, color: bool) -> App {
         App {
             socket,
-            no_probe,
             color,
             services: Vec::new(),
             memory: HashMap::new(),
@@ -461,7 +459,7 @@ impl App {
                 let running = s.pid.is_some();
                 let dash = || "-".to_string();
                 // Short words, so the row fits 80 columns.
-                let health = if !s.has_health || self.no_probe.contains(&s.name) {
+                let health = if !s.has_health {
                     "-"
                 } else {
                     match s.health.as_str() {

@@ -46,9 +46,8 @@ fn trim_lines(text: &str) -> String {
 }
 
 /// `services` whose config has no health probe, so HEALTH shows `-` for them.
-pub type NoProbe<'a> = &'a dyn Fn(&str) -> bool;
 
-pub fn status_table(services: &[ServiceStatus], color: bool, no_probe: NoProbe) -> String {
+pub fn status_table(services: &[ServiceStatus], color: bool) -> String {
     let name_w = services
         .iter()
         .map(|s| s.name.chars().count())
@@ -73,7 +72,7 @@ pub fn status_table(services: &[ServiceStatus], color: bool, no_probe: NoProbe) 
         } else {
             "-".into()
         };
-        let health = if !s.has_health || no_probe(&s.name) {
+        let health = if !s.has_health {
             "-"
         } else {
             s.health.as_str()
@@ -145,8 +144,8 @@ pub fn diff(d: &ReloadDiff) -> String {
     out
 }
 
-pub fn detail(d: &ServiceDetail, color: bool, no_probe: NoProbe) -> String {
-    let mut out = status_table(std::slice::from_ref(&d.status), color, no_probe);
+pub fn detail(d: &ServiceDetail, color: bool) -> String {
+    let mut out = status_table(std::slice::from_ref(&d.status), color);
     let _ = writeln!(
         out,
         "\ntree ({}; memory by {}):",

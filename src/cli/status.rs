@@ -1,25 +1,10 @@
 //! `lmctl status [SVC...] [--watch [INTERVAL]]` and `lmctl show SVC...`.
 
-use std::collections::BTreeSet;
 use std::io::Write;
 use std::time::Duration;
 
 use super::{ask, print_error, render, Ctx, Outcome, StatusArgs};
 use crate::control::proto::{Request, Response, ServiceStatus};
-
-/// Services of the config that have no health probe (their HEALTH is `-`). Read from the
-/// config file when it is valid; empty otherwise (HEALTH then shows what the daemon says).
-pub(crate) fn without_probe(ctx: &Ctx) -> BTreeSet<String> {
-    ctx.loaded()
-        .map(|c| {
-            c.services
-                .into_iter()
-                .filter(|(_, s)| s.health.is_none())
-                .map(|(n, _)| n)
-                .collect()
-        })
-        .unwrap_or_default()
-}
 
 /// Every service of a status answer, or an error naming the ones that do not exist.
 pub(crate) fn fetch(
@@ -60,8 +45,6 @@ pub(crate) fn fetch(
 }
 
 pub(crate) fn status(ctx: &Ctx, a: StatusArgs) -> anyhow::Result<Outcome> {
-    let no_probe = without_probe(ctx);
-    let is_none = |n: &str| no_probe.contains(n);
     let color = render::color_wanted();
     let Some(interval) = a.watch else {
         let services = match fetch(ctx, &a.services)? {
@@ -74,7 +57,7 @@ pub(crate) fn status(ctx: &Ctx, a: StatusArgs) -> anyhow::Result<Outcome> {
         if a.json {
             println!("{}", serde_json::to_string_pretty(&services)?);
         } else {
-            print!("{}", render::status_table(&services, color, &is_none));
+            print!("{}", render::status_table(&services, color));
         }
         // Exit 3 when a service is `failed`, as supervisorctl does: scripts can tell.
         let failed = services
@@ -91,7 +74,7 @@ pub(crate) fn status(ctx: &Ctx, a: StatusArgs) -> anyhow::Result<Outcome> {
     let interval = interval.max(Duration::from_millis(100));
     loop {
         let text = match fetch(ctx, &a.services)? {
-            Ok(s) => render::status_table(&s, color, &is_none),
+            Ok(s) => render::status_table(&s, color),
             Err(resp) => {
                 print_error(&resp);
                 return Ok(Outcome::Failed);
@@ -112,8 +95,6 @@ pub(crate) fn status(ctx: &Ctx, a: StatusArgs) -> anyhow::Result<Outcome> {
 }
 
 pub(crate) fn show(ctx: &Ctx, names: &[String], json: bool) -> anyhow::Result<Outcome> {
-    let no_probe = without_probe(ctx);
-    let is_none = |n: &str| no_probe.contains(n);
     let color = render::color_wanted();
     let mut details = Vec::new();
     let mut failed = false;
@@ -140,10 +121,7 @@ pub(crate) fn show(ctx: &Ctx, names: &[String], json: bool) -> anyhow::Result<Ou
         };
         println!("{text}");
     } else {
-        let texts: Vec<String> = details
-            .iter()
-            .map(|d| render::detail(d, color, &is_none))
-            .collect();
+        let texts: Vec<String> = details.iter().map(|d| render::detail(d, color)).collect();
         print!("{}", texts.join("\n"));
     }
     Ok(if failed { Outcome::Failed } else { Outcome::Ok })
