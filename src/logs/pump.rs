@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use super::{LogHandle, LogMsg, Stream};
+use super::{Lines, LogHandle, LogMsg, Stream};
 
 /// How long a pump waits for queue room before it drops a line. Long enough to ride out a
 /// burst; short enough that a stuck disk cannot freeze a child writing to its pipe.
@@ -91,14 +91,14 @@ pub async fn pump<R: AsyncRead + Unpin>(
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
-        let mut lines = Vec::new();
-        framer.push(&chunk[..n], |l, c| {
-            lines.push((String::from_utf8_lossy(l).into_owned(), c))
-        });
+        // A partial line kept from the last read can come out with this one, so room for it
+        // too; the regrowth of a rarely overlong batch is one copy, not one per line.
+        let mut lines = Lines::with_capacity(n + 256);
+        framer.push(&chunk[..n], |l, c| lines.push(l, c));
         out.send(lines).await;
     }
-    let mut lines = Vec::new();
-    framer.finish(|l, c| lines.push((String::from_utf8_lossy(l).into_owned(), c)));
+    let mut lines = Lines::default();
+    framer.finish(|l, c| lines.push(l, c));
     out.send(lines).await;
     out.report_drops().await;
 }
@@ -123,7 +123,7 @@ struct Sender<'a> {
 impl Sender<'_> {
     /// Queues the lines of one read as one message. They arrived at the same instant: one
     /// timestamp for all of them (formatting it is most of the per-line cost).
-    async fn send(&mut self, lines: Vec<(String, bool)>) {
+    async fn send(&mut self, lines: Lines) {
         if lines.is_empty() {
             return;
         }
