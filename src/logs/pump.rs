@@ -309,21 +309,41 @@ mod tests {
         /// short and long, `\r\n`, multi-byte and invalid UTF-8, lines across reads.
         #[test]
         fn framing_in_place_matches_the_reference(
-            chunks in proptest::collection::vec(
-                proptest::collection::vec(
-                    proptest::prop_oneof![
-                        4 => proptest::prelude::Just(b'x'),
-                        1 => proptest::prelude::Just(b'\n'),
-                        1 => proptest::prelude::Just(b'\r'),
-                        1 => proptest::prelude::Just(0xC3u8),
-                        1 => proptest::prelude::Just(0xA9u8),
-                        1 => proptest::num::u8::ANY,
-                    ],
-                    0..600,
+            lines in proptest::collection::vec(
+                (
+                    proptest::collection::vec(
+                        proptest::prop_oneof![
+                            6 => proptest::prelude::Just(b'x'),
+                            1 => proptest::prelude::Just(b'\r'),
+                            1 => proptest::prelude::Just(0xC3u8),
+                            1 => proptest::prelude::Just(0xA9u8),
+                            1 => proptest::num::u8::ANY,
+                        ],
+                        // Up to well past max_line (256), so lines are split, also across reads.
+                        0..900,
+                    ),
+                    proptest::bool::weighted(0.9),
                 ),
-                0..6,
+                0..12,
             ),
+            cuts in proptest::collection::vec(proptest::num::usize::ANY, 0..10),
         ) {
+            let mut data = Vec::new();
+            for (line, newline) in &lines {
+                data.extend_from_slice(line);
+                if *newline {
+                    data.push(b'\n');
+                }
+            }
+            let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (data.len() + 1)).collect();
+            cuts.push(data.len());
+            cuts.sort_unstable();
+            let mut chunks = Vec::new();
+            let mut from = 0;
+            for c in cuts {
+                chunks.push(data[from..c].to_vec());
+                from = c;
+            }
             let mut f = Framer::new(256);
             let mut got = Vec::new();
             for c in &chunks {
