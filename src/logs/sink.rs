@@ -409,12 +409,25 @@ mod tests {
     /// written twice across the split, whatever the batch sizes.
     #[test]
     fn batches_rotate_at_the_same_line_boundaries_as_single_lines() {
-        let lines = numbered(400, 123);
+        // 64-byte lines fill a file to exactly max_size: the edge of the rule.
+        let even: Vec<String> = (0..300)
+            .map(|i| format!("{i:05} {}\n", "e".repeat(57)))
+            .collect();
+        same_rotation_as_single_lines(&numbered(400, 123));
+        let files = same_rotation_as_single_lines(&even);
+        assert!(
+            files.iter().any(|f| f.len() == 4096),
+            "no file filled exactly"
+        );
+    }
+
+    /// Checks batches of several sizes against line-by-line writes; returns the files.
+    fn same_rotation_as_single_lines(lines: &[String]) -> Vec<String> {
         let max = 4096u64;
         let keep = 100;
         let one = tempfile::tempdir().expect("tempdir");
         let mut single = LogFile::open(one.path().join("x.log")).expect("open");
-        for l in &lines {
+        for l in lines {
             single
                 .write_line(&l[..l.len() - 1], &settings(max, keep))
                 .expect("write_line");
@@ -449,6 +462,7 @@ mod tests {
                 "batches of {batch}: lost or doubled lines"
             );
         }
+        want
     }
 
     /// A file that already holds data when the writer opens it counts that data.
