@@ -8,14 +8,16 @@
 4. `lmctl status` latency while 100 leftovers (each ignoring SIGTERM, in its own session)
    are being reaped after their service's main process exited.
 
-Usage: benches/core.py [--idle-secs 60]   (cargo build --release first)
+Usage: benches/core.py [--idle-secs 60] [--only-logs|--only-reaping]   (cargo build --release
+first; the binaries are looked up in $CARGO_TARGET_DIR/release, else target/release)
 Cleans up everything it started: the daemon (SIGTERM, then SIGKILL) and, through it, its
 services.
 """
 import json, os, signal, statistics, subprocess, sys, tempfile, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.join(ROOT, "target", "release")
+# Where cargo put the release build: CARGO_TARGET_DIR when set, as cargo itself does.
+BIN = os.path.join(os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target"), "release")
 DAEMON, LMCTL = os.path.join(BIN, "leadmaster-supervisord"), os.path.join(BIN, "lmctl")
 HELPER = os.path.join(BIN, "lm-test-helper")
 CGROUPS = os.environ.get("LM_BENCH_CGROUPS", "auto")

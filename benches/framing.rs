@@ -1,11 +1,13 @@
 //! Line framing of child output (`lmsup::logs::pump::Framer`): 1 MiB of ~100-byte lines fed
-//! in 64 KiB reads, as the pump does; alone, and with the per-line work the pump adds
-//! (lossy UTF-8 to String, a local timestamp formatted with the default format).
+//! in 64 KiB reads, as the pump does; alone; with a String and a formatted timestamp per
+//! line (what a naive pump would do); and as the pump does it (`pump_batch`: one `Lines`
+//! buffer and one timestamp per read).
 
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use lmsup::logs::pump::Framer;
+use lmsup::logs::Lines;
 
 const TOTAL: usize = 1 << 20;
 const CHUNK: usize = 64 * 1024;
@@ -60,6 +62,21 @@ fn bench_framing(c: &mut Criterion) {
                 });
                 total += out.len();
                 out.clear();
+            }
+            black_box(total)
+        })
+    });
+    // What the pump does per read now: the read's lines into one `Lines`, one timestamp.
+    g.bench_function("pump_batch", |b| {
+        b.iter(|| {
+            let mut framer = Framer::new(MAX_LINE);
+            let mut total = 0usize;
+            for chunk in data.chunks(CHUNK) {
+                let ts = chrono::Local::now().format(TS_FORMAT).to_string();
+                let mut lines = Lines::with_capacity(chunk.len() + 256);
+                framer.push(black_box(chunk), |l, c| lines.push(l, c));
+                total += lines.len() + ts.len();
+                black_box(&lines);
             }
             black_box(total)
         })

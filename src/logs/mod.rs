@@ -46,14 +46,66 @@ pub struct Followed {
     pub line: Arc<str>,
 }
 
+/// The framed lines of one pipe read, in two allocations whatever their number: the bodies
+/// back to back, each followed by `\n` (valid UTF-8: invalid input was replaced lossily), and
+/// where each line ends with its "continued" flag (a piece of a split overlong line).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Lines {
+    text: String,
+    /// (offset just past the line's `\n` in `text`, continued).
+    ends: Vec<(usize, bool)>,
+}
+
+impl Lines {
+    pub fn with_capacity(bytes: usize) -> Lines {
+        Lines {
+            text: String::with_capacity(bytes),
+            // ~100-byte lines are the common case; more only costs a regrowth.
+            ends: Vec::with_capacity(bytes / 64 + 1),
+        }
+    }
+
+    /// Appends one line body (no `\n`); invalid UTF-8 becomes U+FFFD as before, per line.
+    pub fn push(&mut self, line: &[u8], continued: bool) {
+        match std::str::from_utf8(line) {
+            Ok(s) => self.text.push_str(s),
+            Err(_) => self.text.push_str(&String::from_utf8_lossy(line)),
+        }
+        self.text.push('\n');
+        self.ends.push((self.text.len(), continued));
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// Bytes of the bodies, a `\n` counted per line.
+    pub fn bytes(&self) -> usize {
+        self.text.len()
+    }
+
+    /// (body without `\n`, continued) per line.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, bool)> + '_ {
+        let mut start = 0;
+        self.ends.iter().map(move |&(end, continued)| {
+            let line = &self.text[start..end - 1];
+            start = end;
+            (line, continued)
+        })
+    }
+}
+
 pub enum LogMsg {
-    /// The framed lines of one pipe read, with the timestamp taken at the read; each with
-    /// its "continued" flag (a piece of a split overlong line).
+    /// The framed lines of one pipe read, with the timestamp taken at the read.
     Lines {
         service: Arc<str>,
         stream: Stream,
         ts: String,
-        lines: Vec<(String, bool)>,
+        lines: Lines,
         /// Frees queue room when the writer drops the message.
         _room: tokio::sync::OwnedSemaphorePermit,
     },
@@ -138,6 +190,9 @@ pub struct LogHandle {
     /// near 64 MiB. A batch holds its permit until the writer has written it.
     pub room: Arc<tokio::sync::Semaphore>,
     pub timestamp: Arc<str>,
+    /// `timestamp` parsed once (None if it does not parse: then it is parsed per call, as
+    /// before): re-parsing the format was a good part of the cost of a pipe read.
+    timestamp_items: Option<Arc<[chrono::format::Item<'static>]>>,
     pub max_line: usize,
     pub stats: Arc<LogStats>,
 }
@@ -160,6 +215,10 @@ impl LogHandle {
                 tx,
                 room: Arc::new(tokio::sync::Semaphore::new(1024)),
                 timestamp: settings.timestamp.clone().into(),
+                timestamp_items: chrono::format::StrftimeItems::new(&settings.timestamp)
+                    .parse_to_owned()
+                    .ok()
+                    .map(Arc::from),
                 max_line: settings.max_line,
                 stats,
             },
@@ -168,7 +227,11 @@ impl LogHandle {
     }
 
     pub fn now(&self) -> String {
-        chrono::Local::now().format(&self.timestamp).to_string()
+        let now = chrono::Local::now();
+        match &self.timestamp_items {
+            Some(items) => now.format_with_items(items.iter()).to_string(),
+            None => now.format(&self.timestamp).to_string(),
+        }
     }
 
     /// Records a daemon event; never blocks the caller (the actor).
@@ -240,4 +303,48 @@ pub fn rotate_own_output(expected: &Path, max_size: u64, keep: u32) -> bool {
         libc::dup2(fresh.as_raw_fd(), 2);
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The format parsed once gives what parsing it per call gave.
+    #[test]
+    fn preparsed_timestamps_match_the_format() {
+        use chrono::TimeZone;
+        let t = chrono::Local
+            .timestamp_opt(1_700_000_000, 123_456_789)
+            .single()
+            .expect("time");
+        let default = crate::config::DEFAULT_TIMESTAMP;
+        for fmt in [default, "%Y-%m-%dT%H:%M:%S%.6f%:z", "%s", "[%b %e %T]"] {
+            let items = chrono::format::StrftimeItems::new(fmt)
+                .parse_to_owned()
+                .expect("parses");
+            let once = t.format_with_items(items.iter()).to_string();
+            assert_eq!(once, t.format(fmt).to_string(), "{fmt}");
+        }
+    }
+
+    #[test]
+    fn lines_keep_bodies_flags_and_lossy_utf8() {
+        let mut l = Lines::with_capacity(4);
+        l.push(b"plain", false);
+        l.push("caf\u{e9}".as_bytes(), true);
+        l.push(b"bad \xc3 end", false);
+        l.push(b"", false);
+        let got: Vec<(&str, bool)> = l.iter().collect();
+        assert_eq!(
+            got,
+            vec![
+                ("plain", false),
+                ("caf\u{e9}", true),
+                ("bad \u{fffd} end", false),
+                ("", false)
+            ]
+        );
+        assert_eq!(l.len(), 4);
+        assert_eq!(l.bytes(), 6 + 6 + 12 + 1);
+    }
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use tokio::sync::{broadcast, mpsc};
 
-use super::{tail, Followed, LogMsg, LogStats, TailReply, DAEMON};
+use super::{tail, Followed, Lines, LogMsg, LogStats, TailReply, DAEMON};
 use crate::config::LogSettings;
 
 /// One appended file with its size, rotated past `max_size`.
@@ -41,6 +41,36 @@ impl LogFile {
         self.out.write_all(b"\n")?;
         self.size += len;
         rotation
+    }
+
+    /// Appends whole formatted lines, `buf[..ends[0]]`, `buf[ends[0]..ends[1]]`, …, each
+    /// ending in `\n`, with as few writes as rotation allows: the same rule as `write_line`
+    /// line by line (rotate before a line that would take a non-empty file past `max_size`),
+    /// so each run of lines that fits goes out in one write.
+    fn write_lines(
+        &mut self,
+        buf: &[u8],
+        ends: &[usize],
+        settings: &LogSettings,
+    ) -> std::io::Result<()> {
+        let mut result = Ok(());
+        let (mut from, mut next) = (0usize, 0usize);
+        while next < ends.len() {
+            if self.size > 0 && self.size + (ends[next] - from) as u64 > settings.max_size {
+                // A failed rotation is reported, but the lines are still written.
+                result = result.and(self.rotate(settings.keep));
+            }
+            // The first line goes in even when it alone passes max_size (as in write_line);
+            // the ones after it while the file stays within max_size.
+            let room = settings.max_size.saturating_sub(self.size);
+            let fit = ends[next + 1..].partition_point(|&end| ((end - from) as u64) <= room);
+            let upto = ends[next + fit];
+            self.out.write_all(&buf[from..upto])?;
+            self.size += (upto - from) as u64;
+            from = upto;
+            next += fit + 1;
+        }
+        result
     }
 
     /// `x.log` → `x.log.1` → … → `x.log.KEEP`; the oldest falls off. Whole lines only:
@@ -88,8 +118,9 @@ pub struct Writer {
     followers: broadcast::Sender<Followed>,
     /// Write errors are counted, not fatal: the daemon must outlive a full disk.
     errors: u64,
-    /// Reused to format each child line.
-    line_buf: String,
+    /// Reused to format a batch of child lines, and where each formatted line ends.
+    batch_buf: Vec<u8>,
+    batch_ends: Vec<usize>,
     /// `<state_dir>/events.jsonl`, rotated like the logs; opened on the first record.
     events_path: PathBuf,
     events: Option<LogFile>,
@@ -120,7 +151,8 @@ impl Writer {
             files: HashMap::new(),
             followers,
             errors: 0,
-            line_buf: String::with_capacity(256),
+            batch_buf: Vec::with_capacity(256 * 1024),
+            batch_ends: Vec::with_capacity(4096),
             events_path: events_path(&dir),
             events: None,
             stats: Arc::new(LogStats::default()),
@@ -176,28 +208,11 @@ impl Writer {
                 _room,
             } => {
                 let kind = stream.as_str();
-                let (n, bytes) = lines.iter().fold((0u64, 0u64), |(n, b), (t, _)| {
-                    (n + 1, b + t.len() as u64 + 1)
-                });
                 self.stats.add(&service, kind, |c| {
-                    c.lines += n;
-                    c.bytes += bytes;
+                    c.lines += lines.len() as u64;
+                    c.bytes += lines.bytes() as u64;
                 });
-                // One buffer for every line: no allocation per line on the hot path.
-                let mut buf = std::mem::take(&mut self.line_buf);
-                for (text, continued) in lines {
-                    buf.clear();
-                    for piece in [ts.as_str(), " ", &service, "|", kind] {
-                        buf.push_str(piece);
-                    }
-                    if continued {
-                        buf.push('+');
-                    }
-                    buf.push(' ');
-                    buf.push_str(&text);
-                    self.write(Some(&service), kind, &buf);
-                }
-                self.line_buf = buf;
+                self.write_batch(&service, kind, &ts, &lines);
             }
             LogMsg::Dropped {
                 service,
@@ -261,22 +276,85 @@ impl Writer {
         }
     }
 
+    /// The service's file for `kind`, opened on first use; None when it cannot be opened
+    /// (the caller counts the error; the lines still reach the merged log). Takes the
+    /// fields it needs so the caller can hold `settings` and `merged` meanwhile.
+    fn service_file<'a>(
+        files: &'a mut HashMap<(Arc<str>, &'static str), LogFile>,
+        dir: &Path,
+        svc: &Arc<str>,
+        kind: &'static str,
+    ) -> Option<&'a mut LogFile> {
+        let key = (svc.clone(), kind);
+        if !files.contains_key(&key) {
+            let f = LogFile::open(dir.join(format!("{svc}.{kind}.log"))).ok()?;
+            files.insert(key.clone(), f);
+        }
+        files.get_mut(&key)
+    }
+
+    /// One pipe read's lines, `TS SERVICE|KIND[+] TEXT` each: formatted once into one buffer
+    /// that both the service's file and the merged log take whole (split only where one of
+    /// them rotates), so the cost per line is two copies, not two writes and a lookup.
+    fn write_batch(&mut self, service: &Arc<str>, kind: &'static str, ts: &str, lines: &Lines) {
+        let mut buf = std::mem::take(&mut self.batch_buf);
+        let mut ends = std::mem::take(&mut self.batch_ends);
+        buf.clear();
+        ends.clear();
+        // `TS SVC|KIND+ `: the plain prefix is this without the '+'.
+        let mut prefix = Vec::with_capacity(ts.len() + service.len() + 8);
+        for piece in [ts, " ", service, "|", kind, "+ "] {
+            prefix.extend_from_slice(piece.as_bytes());
+        }
+        let plain_len = prefix.len() - 2;
+        let mut start = 0;
+        for &(end, continued) in &lines.ends {
+            if continued {
+                buf.extend_from_slice(&prefix);
+            } else {
+                buf.extend_from_slice(&prefix[..plain_len]);
+                buf.push(b' ');
+            }
+            buf.extend_from_slice(&lines.text.as_bytes()[start..end]);
+            ends.push(buf.len());
+            start = end;
+        }
+        let failed = match Self::service_file(&mut self.files, &self.dir, service, kind) {
+            Some(f) => f.write_lines(&buf, &ends, &self.settings).is_err(),
+            None => true,
+        };
+        self.errors += u64::from(failed);
+        if self
+            .merged
+            .write_lines(&buf, &ends, &self.settings)
+            .is_err()
+        {
+            self.errors += 1;
+        }
+        if self.followers.receiver_count() > 0 {
+            let mut start = 0;
+            for &end in &ends {
+                // Each formatted line is valid UTF-8: ASCII prefix + a body from a `str`.
+                let line = String::from_utf8_lossy(&buf[start..end - 1]);
+                let _ = self.followers.send(Followed {
+                    service: service.clone(),
+                    kind,
+                    line: line.into(),
+                });
+                start = end;
+            }
+        }
+        self.batch_buf = buf;
+        self.batch_ends = ends;
+    }
+
     fn write(&mut self, service: Option<&Arc<str>>, kind: &'static str, line: &str) {
         if let Some(svc) = service {
-            let key = (svc.clone(), kind);
-            if !self.files.contains_key(&key) {
-                match LogFile::open(self.dir.join(format!("{svc}.{kind}.log"))) {
-                    Ok(f) => {
-                        self.files.insert(key.clone(), f);
-                    }
-                    Err(_) => self.errors += 1,
-                }
-            }
-            if let Some(f) = self.files.get_mut(&key) {
-                if f.write_line(line, &self.settings).is_err() {
-                    self.errors += 1;
-                }
-            }
+            let failed = match Self::service_file(&mut self.files, &self.dir, svc, kind) {
+                Some(f) => f.write_line(line, &self.settings).is_err(),
+                None => true,
+            };
+            self.errors += u64::from(failed);
         }
         self.append_merged(line);
         if self.followers.receiver_count() > 0 {
@@ -292,6 +370,153 @@ impl Writer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn settings(max_size: u64, keep: u32) -> LogSettings {
+        LogSettings {
+            timestamp: "%s".into(),
+            max_size,
+            keep,
+            max_line: 1024,
+        }
+    }
+
+    /// Every file of a rotated log, oldest first: `x.log.KEEP` … `x.log.1`, `x.log`.
+    fn generations(path: &Path, keep: u32) -> Vec<String> {
+        let mut out: Vec<String> = (1..=keep)
+            .rev()
+            .map(|i| std::fs::read_to_string(rotated(path, i)).unwrap_or_default())
+            .collect();
+        out.push(std::fs::read_to_string(path).unwrap_or_default());
+        out
+    }
+
+    /// Lines of assorted lengths, one far past max_size, as `write_lines` takes them.
+    fn numbered(n: usize, big_at: usize) -> Vec<String> {
+        (0..n)
+            .map(|i| {
+                let len = if i == big_at {
+                    9000
+                } else {
+                    20 + (i * 37) % 300
+                };
+                format!("{i:05} {}\n", "x".repeat(len))
+            })
+            .collect()
+    }
+
+    /// A batch written in one go rotates exactly where the same lines written one by one do:
+    /// at a line boundary, before the line that would pass max_size, with nothing lost or
+    /// written twice across the split, whatever the batch sizes.
+    #[test]
+    fn batches_rotate_at_the_same_line_boundaries_as_single_lines() {
+        // 64-byte lines fill a file to exactly max_size: the edge of the rule.
+        let even: Vec<String> = (0..300)
+            .map(|i| format!("{i:05} {}\n", "e".repeat(57)))
+            .collect();
+        same_rotation_as_single_lines(&numbered(400, 123));
+        let files = same_rotation_as_single_lines(&even);
+        assert!(
+            files.iter().any(|f| f.len() == 4096),
+            "no file filled exactly"
+        );
+    }
+
+    /// Checks batches of several sizes against line-by-line writes; returns the files.
+    fn same_rotation_as_single_lines(lines: &[String]) -> Vec<String> {
+        let max = 4096u64;
+        let keep = 100;
+        let one = tempfile::tempdir().expect("tempdir");
+        let mut single = LogFile::open(one.path().join("x.log")).expect("open");
+        for l in lines {
+            single
+                .write_line(&l[..l.len() - 1], &settings(max, keep))
+                .expect("write_line");
+        }
+        single.out.flush().expect("flush");
+        let want = generations(&one.path().join("x.log"), keep);
+        for batch in [1, 2, 7, 40, 400] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let mut f = LogFile::open(dir.path().join("x.log")).expect("open");
+            for chunk in lines.chunks(batch) {
+                let mut buf = Vec::new();
+                let mut ends = Vec::new();
+                for l in chunk {
+                    buf.extend_from_slice(l.as_bytes());
+                    ends.push(buf.len());
+                }
+                f.write_lines(&buf, &ends, &settings(max, keep))
+                    .expect("write_lines");
+            }
+            f.out.flush().expect("flush");
+            let got = generations(&dir.path().join("x.log"), keep);
+            assert_eq!(got, want, "batches of {batch}");
+            // Every file holds whole lines, within max_size unless one line alone is bigger.
+            for file in got.iter().filter(|g| !g.is_empty()) {
+                assert!(file.ends_with('\n'));
+                assert!(file.len() as u64 <= max || file.lines().count() == 1);
+            }
+            let all: String = got.concat();
+            assert_eq!(
+                all,
+                lines.concat(),
+                "batches of {batch}: lost or doubled lines"
+            );
+        }
+        want
+    }
+
+    /// A file that already holds data when the writer opens it counts that data.
+    #[test]
+    fn a_batch_into_a_nonempty_file_rotates_before_crossing_max_size() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("x.log");
+        std::fs::write(&path, "y".repeat(4000) + "\n").expect("seed");
+        let mut f = LogFile::open(path.clone()).expect("open");
+        let buf = format!("aaaa\n{}\ncc\n", "b".repeat(100));
+        let ends = [5, 5 + 101, 5 + 101 + 3];
+        f.write_lines(buf.as_bytes(), &ends, &settings(4096, 2))
+            .expect("write_lines");
+        f.out.flush().expect("flush");
+        let old = std::fs::read_to_string(rotated(&path, 1)).expect("rotated");
+        assert_eq!(old, "y".repeat(4000) + "\naaaa\n");
+        let new = std::fs::read_to_string(&path).expect("current");
+        assert_eq!(new, format!("{}\ncc\n", "b".repeat(100)));
+    }
+
+    /// One batch reaches the service file and the merged log whole, prefixed per line, `+`
+    /// on continuations, lossy UTF-8 kept; both files hold the same bytes.
+    #[test]
+    fn a_batch_goes_to_the_service_file_and_the_merged_log() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut w = Writer::new(dir.path().to_path_buf(), settings(1 << 20, 2)).expect("writer");
+        let mut lines = Lines::default();
+        lines.push(b"first", false);
+        lines.push(b"piece one", false);
+        lines.push(b"piece two", true);
+        lines.push(b"bad \xff byte", false);
+        lines.push(b"", false);
+        let room = Arc::new(tokio::sync::Semaphore::new(1));
+        let permit = room.clone().try_acquire_owned().expect("permit");
+        w.handle(LogMsg::Lines {
+            service: "svc".into(),
+            stream: crate::logs::Stream::Err,
+            ts: "T".into(),
+            lines,
+            _room: permit,
+        });
+        w.flush();
+        let want = "T svc|err first\nT svc|err piece one\nT svc|err+ piece two\nT svc|err bad \u{fffd} byte\nT svc|err \n";
+        let own = std::fs::read_to_string(dir.path().join("svc.err.log")).expect("svc");
+        let merged = std::fs::read_to_string(dir.path().join("supervisor.log")).expect("merged");
+        assert_eq!(own, want);
+        assert_eq!(merged, want);
+        // The permit went back when the writer was done with the batch.
+        assert_eq!(room.available_permits(), 1);
+        let stats = w.stats.snapshot();
+        assert_eq!(stats[0].2.lines, 5);
+        // Bodies 5, 9, 9, 12 (U+FFFD is 3 bytes) and 0, plus 5 newlines.
+        assert_eq!(stats[0].2.bytes, 5 + 9 + 9 + 12 + 5);
+    }
 
     /// Issue 19 defect 5, below `check`: settings past the ranges are clamped, so a rotation
     /// stays a handful of renames and the tail reads a bounded number of files.
