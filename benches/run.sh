@@ -7,6 +7,7 @@
 #
 # Knobs (environment): IDLE_SECS=30 SCALE_IDLE_SECS=10 RESTARTS=20 LOG_LINES=200000
 # STATUS_RUNS=20 SCALE="500 1000" (SCALE="" skips scenario 6) KEEP=1 (keep the temp dir)
+# IDLE_MAX_MEMORY=500 (MiB limit on every idle sleeper; empty for none)
 # BUDGET_SECS=840 (the whole run is killed, and cleaned up, past this).
 #
 # Cleanup: every daemon we start is recorded and stopped through its own CLI (lmctl shutdown,
@@ -24,6 +25,7 @@ RESTARTS=${RESTARTS:-20}
 LOG_LINES=${LOG_LINES:-200000}
 STATUS_RUNS=${STATUS_RUNS:-20}
 SCALE=${SCALE-500 1000}
+IDLE_MAX_MEMORY=${IDLE_MAX_MEMORY-500}
 BUDGET_SECS=${BUDGET_SECS:-840}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 BIN=$CARGO_TARGET_DIR/release
@@ -137,7 +139,8 @@ gen_ours() { # DIR < specs
             local first=1
             IFS=';' read -ra args <<<"$rest"
             for a in "${args[@]}"; do ((first)) || printf ', '; printf '"%s"' "$a"; first=0; done
-            printf ']\nmax_restarts = 1000\n'
+            # start_grace 0s: counted as running at once, like supervisord's startsecs=0.
+            printf ']\nmax_restarts = 1000\nstart_grace = "0s"\n'
             [[ -n $mem ]] && printf 'max_memory = "%sMiB"\n' "$mem"
             [[ $fast == 1 ]] && printf 'backoff = { initial = "0s" }\nmin_uptime = "0s"\n'
         done
@@ -178,9 +181,9 @@ gen_supd() {
         done
     } >"$dir/supervisord.conf"
 }
-sleepers() { # N [PIDFILE-DIR]
+sleepers() { # N [MAXMEM_MIB]
     local i
-    for ((i = 1; i <= $1; i++)); do echo "s$i;;0;$WL/sleeper${2:+;$2/s$i.pid}"; done
+    for ((i = 1; i <= $1; i++)); do echo "s$i;${2:-};0;$WL/sleeper"; done
 }
 
 # ---------------------------------------------------------------- start / stop / query
@@ -269,7 +272,7 @@ idle_phase() { # N TAG: start all three with N sleepers; start time, idle RSS/CP
     declare -A pid dirs c0
     for kind in "${KINDS[@]}"; do
         dir=$RUN/$tag-$kind; mkdir -p "$dir"; dirs[$kind]=$dir
-        sleepers "$n" | "gen_$kind" "$dir"
+        sleepers "$n" "$IDLE_MAX_MEMORY" | "gen_$kind" "$dir"
         log "$tag: starting $kind with $n sleepers"
         t0=$(now_us)
         "start_$kind" "$dir"

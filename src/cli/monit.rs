@@ -721,7 +721,7 @@ mod tests {
     /// The whole view fits 80×24 with every column header up to HEALTH.
     #[test]
     fn renders_in_80_by_24() {
-        let mut app = App::new(PathBuf::from("/nonexistent"), BTreeSet::new(), false);
+        let mut app = App::new(PathBuf::from("/nonexistent"), false);
         let svc = |name: &str, state: StateName| ServiceStatus {
             name: name.into(),
             state,

@@ -45,8 +45,7 @@ fn trim_lines(text: &str) -> String {
     out
 }
 
-/// `services` whose config has no health probe, so HEALTH shows `-` for them.
-
+/// The status table; HEALTH is `-` for services without a health probe (`has_health`).
 pub fn status_table(services: &[ServiceStatus], color: bool) -> String {
     let name_w = services
         .iter()
