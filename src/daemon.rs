@@ -107,6 +107,9 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     let start = tree::read_proc(me).map(|p| p.start_time).unwrap_or(0);
     let instance = format!("{prefix}:{me}:{start}");
 
+    if let Some((before, after)) = crate::spawn::limits::raise() {
+        tracing::debug!("open-file limit {before} -> {after} (children keep {before})");
+    }
     if let Err(e) = reaper::become_subreaper() {
         tracing::warn!(
             "cannot become a child subreaper ({e}); orphans of services will re-parent to init"

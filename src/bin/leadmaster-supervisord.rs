@@ -34,8 +34,12 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread runs the actor, the pumps, the probes and the control socket: the work is
+    // small and bursty, and a second worker cost thread hand-offs on every tick and ~1 MB.
+    // Blocking work (`/proc` scans, reaping, config loads) goes to spawn_blocking threads;
+    // the log writer has its own.
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .max_blocking_threads(16)
         .enable_all()
         .build()
     {

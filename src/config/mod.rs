@@ -123,7 +123,12 @@ fn validate(
     let raw: RawFile = match toml::from_str(text) {
         Ok(r) => r,
         Err(e) => {
-            let msg = e.message().trim().to_string();
+            let mut msg = e.message().trim().to_string();
+            if msg.is_empty() {
+                msg = "this value does not fit the config (the TOML reader gave no detail); \
+                       check its type and spelling against docs/CONFIG.md"
+                    .to_string();
+            }
             diags.push(match e.span() {
                 Some(span) => map.error(span, msg),
                 None => Diagnostic::whole_file(path, msg),
@@ -161,6 +166,13 @@ fn validate(
 /// Sorted by position (people read them top to bottom), deduplicated, and capped: a broken
 /// generated file must not print a million lines.
 fn finish(mut diags: Vec<Diagnostic>) -> Vec<Diagnostic> {
+    // Every error says something, even when a library underneath said nothing (seen once
+    // from the fuzzer, not reproduced since).
+    for d in &mut diags {
+        if d.message.trim().is_empty() {
+            d.message = "invalid here (no detail available); see docs/CONFIG.md".to_string();
+        }
+    }
     diags.sort_by(|a, b| (&a.file, a.line, a.col).cmp(&(&b.file, b.line, b.col)));
     diags.dedup();
     if diags.len() > schema::MAX_DIAGNOSTICS {

@@ -90,7 +90,9 @@ pub async fn pump<R: AsyncRead + Unpin>(
     on_drop: DropReport,
 ) {
     let mut framer = Framer::new(logs.max_line);
-    let mut chunk = vec![0u8; 64 * 1024];
+    // Capacity only: reads fill it without zeroing it first, so a quiet service's buffer
+    // never becomes resident (zeroed, 64 KiB × two pipes × every service did).
+    let mut chunk: Vec<u8> = Vec::with_capacity(64 * 1024);
     let mut out = Sender {
         logs: &logs,
         service: &service,
@@ -99,7 +101,8 @@ pub async fn pump<R: AsyncRead + Unpin>(
         on_drop: &on_drop,
     };
     loop {
-        let n = match reader.read(&mut chunk).await {
+        chunk.clear();
+        let n = match reader.read_buf(&mut chunk).await {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };

@@ -358,6 +358,7 @@ unsafe fn child_exec(ctx: &ChildCtx<'_>) -> ! {
     if libc::setsid() < 0 {
         report(*libc::__errno_location());
     }
+    super::limits::restore_in_child();
     for (target, fd) in [(0, fds[0]), (1, fds[1]), (2, fds[2])] {
         if libc::dup2(fd, target) < 0 {
             report(*libc::__errno_location());

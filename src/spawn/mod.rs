@@ -4,6 +4,7 @@
 
 pub mod fork;
 pub mod kill;
+pub mod limits;
 pub mod reaper;
 pub mod tree;
 
@@ -148,6 +149,7 @@ pub fn spawn(spec: &ServiceSpec, extras: &SpawnExtras<'_>) -> Result<Spawned, St
             if libc::setsid() < 0 {
                 return Err(io::Error::last_os_error());
             }
+            limits::restore_in_child();
             let mut empty: libc::sigset_t = std::mem::zeroed();
             libc::sigemptyset(&mut empty);
             libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());

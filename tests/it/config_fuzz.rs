@@ -444,7 +444,7 @@ fn one(dir: &Path, cfg_path: &Path, f: &File) -> Result<(), TestCaseError> {
             prop_assert!(!diags.is_empty());
             prop_assert!(diags.len() <= schema::MAX_DIAGNOSTICS + 1);
             for d in &diags {
-                prop_assert!(!d.message.trim().is_empty());
+                prop_assert!(!d.message.trim().is_empty(), "an empty message: {:?}", d);
                 if d.file == cfg_path {
                     if let Some(l) = d.line {
                         prop_assert!(l >= 1 && l <= lines, "line {} of {}: {}", l, lines, d);

@@ -94,3 +94,33 @@ required_env = ["SESSION_MANAGER_BASE_URL", "JWT_SECRET"]
     let revealed = d.ok(&["env", "hub", "--reveal"]);
     assert!(revealed.contains("JWT_SECRET=s3cret"), "{revealed}");
 }
+
+/// The daemon raises its own open-file limit (it holds several descriptors per service);
+/// a child gets the soft limit the daemon was started with, not the raised one.
+#[test]
+fn children_keep_the_open_file_limit_the_daemon_was_started_with() {
+    let mut d = Daemon::new(
+        r#"
+[services.lim]
+command = "/bin/sh"
+args = ["-c", "ulimit -Sn > {dir}/limit.tmp && mv {dir}/limit.tmp {dir}/limit; exec sleep 600"]
+"#,
+    );
+    d.nofile_soft = Some(700);
+    d.spawn();
+    wait_until("the child's limit", Duration::from_secs(10), || {
+        d.path("limit").exists()
+    });
+    let child = std::fs::read_to_string(d.path("limit")).expect("limit file");
+    assert_eq!(child.trim(), "700", "the child's soft limit");
+    let limits =
+        std::fs::read_to_string(format!("/proc/{}/limits", d.daemon_pid())).expect("daemon limits");
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("Max open files line");
+    let f: Vec<&str> = line.split_whitespace().collect();
+    // "Max open files <soft> <hard> files"
+    assert_eq!(f[3], f[4], "the daemon runs with soft = hard: {line}");
+    assert_ne!(f[3], "700", "the daemon raised its own limit: {line}");
+}

@@ -66,6 +66,8 @@ pub struct Daemon {
     pub extra_pids: Vec<i32>,
     /// Environment given to the daemon (besides PATH and HOME).
     pub env: Vec<(String, String)>,
+    /// A soft open-file limit to start the daemon with.
+    pub nofile_soft: Option<u64>,
 }
 
 impl Daemon {
@@ -81,6 +83,7 @@ impl Daemon {
             child: None,
             extra_pids: Vec::new(),
             env: Vec::new(),
+            nofile_soft: None,
         };
         d.write_config(body);
         d
@@ -119,6 +122,22 @@ impl Daemon {
         }
         for (k, v) in &self.env {
             cmd.env(k, v);
+        }
+        if let Some(soft) = self.nofile_soft {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: getrlimit/setrlimit between fork and exec, nothing allocated.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let mut lim = libc::rlimit {
+                        rlim_cur: 0,
+                        rlim_max: 0,
+                    };
+                    libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+                    lim.rlim_cur = soft.min(lim.rlim_max);
+                    libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+                    Ok(())
+                });
+            }
         }
         let log = std::fs::File::create(self.dir.path().join("daemon.stderr")).expect("daemon log");
         cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log);
