@@ -114,10 +114,20 @@ impl Counters {
     /// service's previous sample (services are not all sampled every tick).
     pub fn on_samples(&mut self, samples: &[Sample], now: Instant) {
         for s in samples {
-            if let Some(prev) = self.last_sample.insert(s.service.clone(), now) {
+            // No key clone on the hot path: the service is known after its first sample.
+            let prev = match self.last_sample.get_mut(&s.service) {
+                Some(at) => Some(std::mem::replace(at, now)),
+                None => self.last_sample.insert(s.service.clone(), now),
+            };
+            if let Some(prev) = prev {
                 let dt = now.saturating_duration_since(prev).as_secs_f64();
-                *self.cpu_seconds.entry(s.service.clone()).or_default() +=
-                    s.cpu_percent / 100.0 * dt;
+                let add = s.cpu_percent / 100.0 * dt;
+                match self.cpu_seconds.get_mut(&s.service) {
+                    Some(v) => *v += add,
+                    None => {
+                        self.cpu_seconds.insert(s.service.clone(), add);
+                    }
+                }
             }
         }
     }

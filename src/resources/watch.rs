@@ -23,6 +23,10 @@ use super::{Sample, Target};
 /// idle process's PSS moves only when a page sharer comes or goes.
 pub const PSS_REFRESH: u32 = 30;
 
+/// Ticks without a sample after which a service's or a process's open files are closed:
+/// longer than the slowest sampling period (every 10th tick).
+const FORGET_AFTER: u64 = 25;
+
 /// Reads a whole pseudo-file from offset 0 into `buf`. procfs and cgroupfs files are
 /// seq_files: a read shorter than asked is the end, and reading at 0 again regenerates them.
 pub fn read_from_start(file: &File, buf: &mut Vec<u8>) -> std::io::Result<()> {
@@ -110,8 +114,9 @@ impl Watcher {
         }
     }
 
-    /// Samples targets that have a cgroup. Forgets groups and members not seen this tick
-    /// (their files close).
+    /// Samples targets that have a cgroup. Not every service is a target every tick (see
+    /// the actor), so groups and members are forgotten (their files closed) only after
+    /// `FORGET_AFTER` ticks without a sample.
     pub fn sample(&mut self, targets: &[&Target]) -> Vec<Sample> {
         self.tick += 1;
         let tick = self.tick;
@@ -119,8 +124,9 @@ impl Watcher {
             .iter()
             .filter_map(|t| self.sample_one(t, tick))
             .collect();
-        self.groups.retain(|_, g| g.seen == tick);
-        self.members.retain(|_, m| m.seen == tick);
+        let keep = |seen: u64| tick.saturating_sub(seen) <= FORGET_AFTER;
+        self.groups.retain(|_, g| keep(g.seen));
+        self.members.retain(|_, m| keep(m.seen));
         out
     }
 
@@ -144,8 +150,18 @@ impl Watcher {
                 Vec::new()
             }
         };
-        // A member that left may have orphaned others: their parent links changed.
-        let reparented = group.members.iter().any(|p| !pids.contains(p));
+        // A member that left may have orphaned others: their parent links changed. Its
+        // open file goes now.
+        let left: Vec<i32> = group
+            .members
+            .iter()
+            .filter(|p| !pids.contains(p))
+            .copied()
+            .collect();
+        let reparented = !left.is_empty();
+        for pid in left {
+            self.members.remove(&pid);
+        }
         group.members.clone_from(&pids);
         let now = Instant::now();
         // The first read of a run is the baseline the next one measures from.

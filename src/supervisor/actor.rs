@@ -24,8 +24,9 @@ use crate::spawn::reaper;
 use crate::systemd::Systemd;
 
 const HISTORY: usize = 30;
-/// How long after someone looked at the samples every service is sampled every tick.
-const VIEW_WINDOW: std::time::Duration = std::time::Duration::from_secs(30);
+/// How long after someone looked at the samples every service is sampled every tick:
+/// monit and `status --watch` ask every second or two and stay inside it.
+const VIEW_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
 /// Unwatched services without a memory limit are sampled every this many ticks.
 const SLOW_SAMPLE: u64 = 10;
 
@@ -243,7 +244,7 @@ impl Actor {
                 let watched = self
                     .last_view
                     .is_some_and(|t| now.saturating_duration_since(t) < VIEW_WINDOW);
-                let slow_due = self.sample_tick.is_multiple_of(SLOW_SAMPLE);
+                let tick = self.sample_tick;
                 let targets = self
                     .services
                     .svcs
@@ -256,12 +257,9 @@ impl Actor {
                             return None;
                         }
                         let unsampled = run.is_some_and(|r| r.sample.is_none());
-                        let everything = watched || slow_due || unsampled;
                         let limited = s.spec.max_memory.is_some()
                             || self.memory_rules.iter().any(|r| r.covers(name));
-                        if !everything && !limited {
-                            return None;
-                        }
+                        let cpu = sampling(tick, watched, unsampled, limited)?;
                         Some(Target {
                             run: run.map(|r| r.id),
                             service: name.clone(),
@@ -269,7 +267,7 @@ impl Actor {
                             sessions: run.map(|r| vec![r.pid]).unwrap_or_default(),
                             cgroup: e.and_then(Exec::tree_cgroup),
                             max_memory: s.spec.max_memory,
-                            cpu: everything,
+                            cpu,
                         })
                     })
                     .collect();
@@ -439,6 +437,14 @@ pub(super) fn no_reply() -> Response {
     Response::error(ErrorCode::Internal, "the supervisor gave no answer")
 }
 
+/// Is a service sampled this tick, and is its CPU measured too? Someone looking (`watched`)
+/// or a service never sampled in this run: everything. Otherwise memory every tick where a
+/// limit or an alert rule needs it, and everything every `SLOW_SAMPLE` ticks.
+fn sampling(tick: u64, watched: bool, unsampled: bool, limited: bool) -> Option<bool> {
+    let everything = watched || unsampled || tick.is_multiple_of(SLOW_SAMPLE);
+    (everything || limited).then_some(everything)
+}
+
 /// The alert rules that read memory samples.
 fn memory_rules(
     config: Option<&crate::config::alerts::AlertsConfig>,
@@ -452,4 +458,24 @@ fn memory_rules(
                 .collect()
         })
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sampling_follows_the_viewer_the_limits_and_the_slow_period() {
+        // Nobody looking, no limit: every SLOW_SAMPLE-th tick only.
+        let due: Vec<u64> = (1..=30)
+            .filter(|t| sampling(*t, false, false, false).is_some())
+            .collect();
+        assert_eq!(due, vec![10, 20, 30]);
+        // A limit: memory every tick, CPU on the slow period.
+        assert_eq!(sampling(3, false, false, true), Some(false));
+        assert_eq!(sampling(10, false, false, true), Some(true));
+        // Someone looking, or a new run: everything now.
+        assert_eq!(sampling(3, true, false, false), Some(true));
+        assert_eq!(sampling(3, false, true, false), Some(true));
+    }
 }

@@ -62,6 +62,28 @@ fn memory_counts_an_escaped_grandchild_and_stop_kills_it() {
     }
 }
 
+/// Nobody asks for a status while the tree grows: the daemon still samples a service
+/// without a memory limit on its own (its slow period), so the first status shows what the
+/// tree grew to since its first sample. A fixed wait on purpose: every way to look would
+/// itself speed sampling up.
+#[test]
+fn an_unwatched_service_without_a_limit_is_still_sampled() {
+    for mode in MODES {
+        let d = Daemon::start(&config(
+            mode,
+            "[services.g]\ncommand = \"{helper}\"\nargs = [\"grow\", \"1\", \"100\"]\n",
+        ));
+        // 1 MiB every 100 ms in a child; 10 ticks of 200 ms make the slow period.
+        std::thread::sleep(Duration::from_secs(6));
+        let s = d.svc("g");
+        assert!(
+            s["memory_bytes"].as_u64().unwrap_or(0) >= 30 << 20
+                && s["processes"].as_u64().unwrap_or(0) >= 2,
+            "[{mode}] the first status after 6 s unasked: {s}"
+        );
+    }
+}
+
 #[test]
 fn a_grandchild_growing_past_max_memory_restarts_the_service() {
     for mode in MODES {
