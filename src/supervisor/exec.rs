@@ -23,6 +23,9 @@ use crate::probe;
 use crate::resources::{self, cgroup};
 use crate::spawn::{self, kill, tree};
 
+/// How long an exit waits for the process's output to reach the log files.
+const PUMP_DRAIN: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// How long a config may take to load (a FIFO or a hung network mount as `env_file`).
 const CONFIG_LOAD_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -204,6 +207,7 @@ impl Actor {
         }
         let start_ticks = tree::read_proc(sp.pid).map(|p| p.start_time).unwrap_or(0);
         let svc_name: Arc<str> = name.into();
+        let mut pumps = Vec::new();
         for (stream, reader) in [(Stream::Out, sp.stdout), (Stream::Err, sp.stderr)] {
             let Some(reader) = reader else { continue };
             let tx = self.tx.clone();
@@ -214,19 +218,30 @@ impl Actor {
                     count,
                 });
             });
-            tokio::spawn(pump::pump(
+            pumps.push(tokio::spawn(pump::pump(
                 reader,
                 svc_name.clone(),
                 stream,
                 self.logs.clone(),
                 on_drop,
-            ));
+            )));
         }
         let tx = self.tx.clone();
         let service = name.to_string();
         let exit = sp.exit;
+        let logs = self.logs.clone();
         tokio::spawn(async move {
             let exit = exit.await;
+            // The last words first: what the process wrote before it died is in its logs
+            // (and in an alert's stderr tail) before its exit is handled. Bounded, since a
+            // descendant may hold the pipes open.
+            let drained = tokio::time::timeout(PUMP_DRAIN, async {
+                for p in pumps {
+                    let _ = p.await;
+                }
+                logs.flush().await;
+            });
+            let _ = drained.await;
             let _ = tx.send(Msg::Exited { service, run, exit });
         });
         Input::Spawned {

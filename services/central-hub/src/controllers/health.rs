@@ -53,7 +53,10 @@ impl<T> Check<T> {
     }
 }
 
-async fn timed<T, F>(fut: F) -> Check<T>
+/// `fut` within CHECK_TIMEOUT. `what` names the dependency in the timeout message, which
+/// must read the same whichever of two equal deadlines fires first (this one, or the
+/// session-manager client's own).
+async fn timed<T, F>(what: &str, fut: F) -> Check<T>
 where
     F: std::future::Future<Output = Result<T, String>>,
 {
@@ -74,7 +77,10 @@ where
         Err(_) => Check {
             value: None,
             latency_ms,
-            error: Some(format!("no answer within {} ms", CHECK_TIMEOUT.as_millis())),
+            error: Some(format!(
+                "{what} did not answer within {} ms",
+                CHECK_TIMEOUT.as_millis()
+            )),
         },
     }
 }
@@ -92,13 +98,13 @@ fn session_summary(body: &[u8]) -> Value {
 }
 
 pub async fn status(State(st): State<AppState>) -> Response {
-    let db = timed(async {
+    let db = timed("the database", async {
         st.db.ping().await.map_err(|e| {
             tracing::warn!("/status database check: {e}");
             "the database did not answer the check query".to_owned()
         })
     });
-    let sm = timed(async {
+    let sm = timed("session-manager", async {
         let r = st
             .session_manager
             .health(CHECK_TIMEOUT)
