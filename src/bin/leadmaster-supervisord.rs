@@ -1,27 +1,67 @@
 use std::path::PathBuf;
 
-use clap::Parser;
+const HELP: &str = "\
+The LeadMaster supervisor daemon: runs the services of a supervisor.toml.
 
-/// The LeadMaster supervisor daemon: runs the services of a supervisor.toml.
-#[derive(Parser)]
-#[command(name = "leadmaster-supervisord", version)]
-struct Args {
-    /// The ecosystem file.
-    #[arg(long, short = 'c', default_value = "supervisor.toml")]
-    config: PathBuf,
+Usage: leadmaster-supervisord [--config FILE]
+
+Options:
+  -c, --config FILE  the ecosystem file [default: supervisor.toml]
+  -h, --help         print this help
+  -V, --version      print the version
+
+Environment:
+  LM_LOG=LEVEL       diagnostics on stderr: error, warn, info (default), debug, trace
+";
+
+/// The daemon's few arguments, parsed by hand: a full argument parser was a sixth of the
+/// binary's code, resident for the daemon's whole life.
+fn parse_args() -> Result<PathBuf, String> {
+    let mut config = PathBuf::from("supervisor.toml");
+    let mut args = std::env::args_os().skip(1);
+    while let Some(a) = args.next() {
+        let a = a.to_string_lossy().into_owned();
+        match a.as_str() {
+            "-h" | "--help" => {
+                print!("{HELP}");
+                std::process::exit(0);
+            }
+            "-V" | "--version" => {
+                println!("leadmaster-supervisord {}", env!("CARGO_PKG_VERSION"));
+                std::process::exit(0);
+            }
+            "-c" | "--config" => match args.next() {
+                Some(v) => config = PathBuf::from(v),
+                None => return Err(format!("{a} needs a file")),
+            },
+            _ => match a.strip_prefix("--config=") {
+                Some(v) => config = PathBuf::from(v),
+                None => return Err(format!("unexpected argument '{a}'")),
+            },
+        }
+    }
+    Ok(config)
 }
 
 fn main() {
-    let args = Args::parse();
+    let config_path = match parse_args() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("leadmaster-supervisord: {e}\n\n{HELP}");
+            std::process::exit(2);
+        }
+    };
+    let level = std::env::var("LM_LOG")
+        .ok()
+        .and_then(|v| v.parse::<tracing::Level>().ok())
+        .unwrap_or(tracing::Level::INFO);
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("LM_LOG").unwrap_or_else(|_| "info".into()),
-        )
+        .with_max_level(level)
         .with_writer(std::io::stderr)
         // Colours only on a terminal: not in the journal or in daemon.out.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let config = match lmsup::config::load(&args.config) {
+    let config = match lmsup::config::load(&config_path) {
         Ok(c) => c,
         Err(errors) => {
             for e in &errors {
