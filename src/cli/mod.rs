@@ -372,9 +372,64 @@ fn lenient_supervisor(
         #[serde(default)]
         supervisor: std::collections::BTreeMap<String, toml::Value>,
     }
-    Ok(toml::from_str::<Lenient>(&text)
-        .unwrap_or_default()
-        .supervisor)
+    let parse = |t: &str| toml::from_str::<Lenient>(t).ok().map(|l| l.supervisor);
+    // A thousand services make a file of ~80 KB that takes milliseconds to parse, for two
+    // keys: try the `[supervisor]` section alone first, the whole file when that is not
+    // clear-cut.
+    if let Some(table) = supervisor_section(&text).and_then(|t| parse(&t)) {
+        return Ok(table);
+    }
+    Ok(parse(&text).unwrap_or_default())
+}
+
+/// The text of a plain `[supervisor]` section (its header up to the next table header),
+/// when nothing else in the file can set `supervisor` keys (a dotted `supervisor.` key
+/// before any header). None means: parse the whole file.
+fn supervisor_section(text: &str) -> Option<String> {
+    let mut out: Option<String> = None;
+    let mut in_root = true;
+    for line in text.lines() {
+        let t = line.trim_start();
+        if t.starts_with('[') {
+            in_root = false;
+            if out.is_some() {
+                break;
+            }
+            if t.trim_end() == "[supervisor]" {
+                out = Some(String::new());
+            }
+            continue;
+        }
+        if in_root && t.starts_with("supervisor") {
+            return None;
+        }
+        if let Some(o) = out.as_mut() {
+            o.push_str(line);
+            o.push('\n');
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod lenient_tests {
+    use super::supervisor_section;
+
+    #[test]
+    fn the_supervisor_section_is_cut_out_only_when_that_is_clear_cut() {
+        let text = "[supervisor]\nstate_dir = \"v\"\n\n[services.a]\ncommand = \"x\"\n";
+        assert_eq!(
+            supervisor_section(text).as_deref(),
+            Some("state_dir = \"v\"\n\n")
+        );
+        // A dotted key at the root could set it too: the whole file is read then.
+        assert_eq!(
+            supervisor_section("supervisor.socket = \"s\"\n[services.a]\n"),
+            None
+        );
+        // No section: nothing to cut.
+        assert_eq!(supervisor_section("[services.a]\ncommand = \"x\"\n"), None);
+    }
 }
 
 /// The state dir's `logs/` folder, read leniently like the socket.

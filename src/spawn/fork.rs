@@ -212,7 +212,9 @@ fn clone_exec(plan: &Plan, cgroup: Option<&OwnedFd>) -> io::Result<ForkedChild> 
     // SAFETY: CLONE_PIDFD stored a fresh descriptor we own.
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
     drop((out_w, err_w, rep_w, devnull));
-    // The report pipe closes on exec (CLOEXEC): no bytes means exec succeeded.
+    // The report pipe closes on exec (CLOEXEC): no bytes means exec succeeded. Waiting for
+    // that EOF (not just for the vfork to return) also waits for the child to close what
+    // it inherited; measured, that beats letting a thousand children do it while we spawn.
     let mut buf = [0u8; 4];
     let n = loop {
         // SAFETY: reading into a local buffer from a descriptor we own.

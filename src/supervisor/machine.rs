@@ -359,16 +359,24 @@ impl Machine<'_> {
                 }
             }
         } else {
-            for name in self.s.config.start_order.clone() {
-                if self
-                    .s
-                    .svcs
-                    .get(&name)
-                    .is_some_and(|s| *s.state() == State::Waiting)
-                    && Self::unmet(self.s, &name).is_empty()
-                {
-                    self.begin_spawn(&name);
-                }
+            // Every step ends here (each sample, each spawn): find the few that may start
+            // without copying the start order. Starting one does not make another's
+            // dependencies met (a spawning service is not ready), so one pass decides.
+            let s: &Services = self.s;
+            let ready: Vec<String> = s
+                .config
+                .start_order
+                .iter()
+                .filter(|name| {
+                    s.svcs
+                        .get(*name)
+                        .is_some_and(|s| *s.state() == State::Waiting)
+                        && Self::unmet(s, name).is_empty()
+                })
+                .cloned()
+                .collect();
+            for name in ready {
+                self.begin_spawn(&name);
             }
         }
         self.report_systemd();
