@@ -411,27 +411,6 @@ fn supervisor_section(text: &str) -> Option<String> {
     out
 }
 
-#[cfg(test)]
-mod lenient_tests {
-    use super::supervisor_section;
-
-    #[test]
-    fn the_supervisor_section_is_cut_out_only_when_that_is_clear_cut() {
-        let text = "[supervisor]\nstate_dir = \"v\"\n\n[services.a]\ncommand = \"x\"\n";
-        assert_eq!(
-            supervisor_section(text).as_deref(),
-            Some("state_dir = \"v\"\n\n")
-        );
-        // A dotted key at the root could set it too: the whole file is read then.
-        assert_eq!(
-            supervisor_section("supervisor.socket = \"s\"\n[services.a]\n"),
-            None
-        );
-        // No section: nothing to cut.
-        assert_eq!(supervisor_section("[services.a]\ncommand = \"x\"\n"), None);
-    }
-}
-
 /// The state dir's `logs/` folder, read leniently like the socket.
 fn log_dir(ctx: &Ctx) -> anyhow::Result<PathBuf> {
     let path = ctx.config()?;
@@ -760,4 +739,25 @@ fn import_pm2(file: &Path) -> anyhow::Result<Outcome> {
     }
     print!("{toml}");
     Ok(Outcome::Ok)
+}
+
+#[cfg(test)]
+mod lenient_tests {
+    use super::supervisor_section;
+
+    #[test]
+    fn the_supervisor_section_is_cut_out_only_when_that_is_clear_cut() {
+        let text = "[supervisor]\nstate_dir = \"v\"\n\n[services.a]\ncommand = \"x\"\n";
+        assert_eq!(
+            supervisor_section(text).as_deref(),
+            Some("state_dir = \"v\"\n\n")
+        );
+        // A dotted key at the root could set it too: the whole file is read then.
+        assert_eq!(
+            supervisor_section("supervisor.socket = \"s\"\n[services.a]\n"),
+            None
+        );
+        // No section: nothing to cut.
+        assert_eq!(supervisor_section("[services.a]\ncommand = \"x\"\n"), None);
+    }
 }
