@@ -23,8 +23,10 @@ use crate::probe;
 use crate::resources::{self, cgroup};
 use crate::spawn::{self, kill, tree};
 
-/// How long an exit waits for the process's output to reach the log files.
-const PUMP_DRAIN: std::time::Duration = std::time::Duration::from_millis(250);
+/// How long an exit waits for the process's pipes to end (a descendant may hold them).
+const PUMP_DRAIN: std::time::Duration = std::time::Duration::from_millis(20);
+/// ... and for the log writer to have written what the pumps queued.
+const FLUSH_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// How long a config may take to load (a FIFO or a hung network mount as `env_file`).
 const CONFIG_LOAD_TIMEOUT: Duration = Duration::from_secs(30);
@@ -233,15 +235,16 @@ impl Actor {
         tokio::spawn(async move {
             let exit = exit.await;
             // The last words first: what the process wrote before it died is in its logs
-            // (and in an alert's stderr tail) before its exit is handled. Bounded, since a
-            // descendant may hold the pipes open.
-            let drained = tokio::time::timeout(PUMP_DRAIN, async {
+            // (and in an alert's stderr tail) before its exit is handled. Its pipes end at
+            // once unless a descendant holds them, hence the short bound; the flush then
+            // writes whatever the pumps queued.
+            let _ = tokio::time::timeout(PUMP_DRAIN, async {
                 for p in pumps {
                     let _ = p.await;
                 }
-                logs.flush().await;
-            });
-            let _ = drained.await;
+            })
+            .await;
+            let _ = tokio::time::timeout(FLUSH_WAIT, logs.flush()).await;
             let _ = tx.send(Msg::Exited { service, run, exit });
         });
         Input::Spawned {
