@@ -1,5 +1,6 @@
 //! A cgroup v2 directory per service, where the daemon may create one: membership that
-//! `setsid` and re-parenting cannot escape, an atomic `cgroup.kill`, and a memory counter.
+//! `setsid` and re-parenting cannot escape, an atomic `cgroup.kill`, and a memory counter
+//! (`memory.current`, read by `watch.rs` where the controller is on).
 
 use std::path::{Path, PathBuf};
 
@@ -51,15 +52,6 @@ pub fn procs(dir: &Path) -> Vec<i32> {
 /// Kills every process of the cgroup at once.
 pub fn kill(dir: &Path) -> bool {
     std::fs::write(dir.join("cgroup.kill"), "1").is_ok()
-}
-
-/// `memory.current` of the cgroup, when the memory controller is enabled there.
-pub fn memory_bytes(dir: &Path) -> Option<u64> {
-    std::fs::read_to_string(dir.join("memory.current"))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
 }
 
 /// Kills the cgroup and waits (bounded) until it is empty. Blocking: off the actor.

@@ -49,6 +49,22 @@ pub fn pss_bytes(pid: i32) -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// A process's PSS as last read (None: unreadable), the RSS it was read at, and its age in
+/// ticks.
+pub type PssEntry = (Option<u64>, u64, u32);
+
+/// PSS of `pid` for this tick: from `cache` while its RSS stands still, for at most
+/// `watch::PSS_REFRESH` ticks, and never when the tree's RSS reached its limit (the limit
+/// decision then needs the values of now). `smaps_rollup` is the costly read.
+pub fn pss_cached(pid: i32, rss: u64, near_limit: bool, cache: Option<PssEntry>) -> PssEntry {
+    match cache {
+        Some((pss, at_rss, age)) if !near_limit && at_rss == rss && age < watch::PSS_REFRESH => {
+            (pss, at_rss, age + 1)
+        }
+        _ => (pss_bytes(pid), rss, 0),
+    }
+}
+
 fn clock_ticks() -> f64 {
     // SAFETY: sysconf has no preconditions.
     let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
@@ -69,7 +85,7 @@ pub struct Sampler {
     prev_at: Option<Instant>,
     /// PSS per process with the RSS it was read at and its age in ticks: smaps_rollup is the
     /// costly read, and an idle process's PSS rarely moves while its RSS stands still.
-    pss_cache: HashMap<(i32, u64), (u64, Option<u64>, u32)>,
+    pss_cache: HashMap<(i32, u64), PssEntry>,
     /// Command lines per process: they do not change after exec, and reading
     /// `/proc/PID/cmdline` for every process every tick was most of an idle tick.
     commands: HashMap<(i32, u64), String>,
@@ -142,19 +158,14 @@ impl Sampler {
                 }
                 ticks_now.insert((p.pid, p.start_time), ticks);
                 let key = (p.pid, p.start_time);
-                let pss = match self.pss_cache.get(&key) {
-                    Some((rss, pss, age))
-                        if !near_limit && *rss == p.rss_bytes && *age < watch::PSS_REFRESH =>
-                    {
-                        pss_now.insert(key, (*rss, *pss, age + 1));
-                        *pss
-                    }
-                    _ => {
-                        let pss = pss_bytes(p.pid);
-                        pss_now.insert(key, (p.rss_bytes, pss, 0));
-                        pss
-                    }
-                };
+                let entry = pss_cached(
+                    p.pid,
+                    p.rss_bytes,
+                    near_limit,
+                    self.pss_cache.get(&key).copied(),
+                );
+                pss_now.insert(key, entry);
+                let pss = entry.0;
                 s.rss_bytes += p.rss_bytes;
                 s.pss_bytes += pss.unwrap_or(p.rss_bytes);
                 let command = match self.commands.remove(&key) {

@@ -59,8 +59,7 @@ struct Member {
     command: String,
     statm: File,
     rss: u64,
-    /// PSS, the RSS it was read at, and its age in ticks.
-    pss: Option<(u64, u64, u32)>,
+    pss: Option<super::PssEntry>,
     /// The tick this member was last listed in its cgroup.
     seen: u64,
 }
@@ -211,17 +210,9 @@ impl Watcher {
             let Some(m) = self.members.get_mut(&pid) else {
                 continue;
             };
-            let pss = match m.pss {
-                Some((pss, at_rss, age)) if !near_limit && at_rss == m.rss && age < PSS_REFRESH => {
-                    m.pss = Some((pss, at_rss, age + 1));
-                    Some(pss)
-                }
-                _ => {
-                    let pss = super::pss_bytes(pid);
-                    m.pss = pss.map(|p| (p, m.rss, 0));
-                    pss
-                }
-            };
+            let entry = super::pss_cached(pid, m.rss, near_limit, m.pss);
+            m.pss = Some(entry);
+            let pss = entry.0;
             s.pss_bytes += pss.unwrap_or(m.rss);
             s.procs.push(ProcInfo {
                 pid,
