@@ -55,6 +55,7 @@ fn bench_pass(c: &mut Criterion, label: &str, tree_pid: i32) {
         cgroup: None,
         max_memory: None,
         cpu: true,
+        looked: true,
     }];
     let mut sampler = Sampler::new("lmsup-bench-no-such-instance".to_string());
     let first = sampler.sample(&targets);

@@ -4,6 +4,7 @@
 //! log file, rotates them and feeds followers. A full queue delays a pump briefly, then
 //! drops and counts (a slow disk must not stall children for long).
 
+pub mod append;
 pub mod pump;
 pub mod sink;
 pub mod tail;
@@ -282,6 +283,12 @@ pub fn rotate_if_big(path: &Path, max_size: u64, keep: u32) {
 /// fd 2 (a terminal, the journal) is left alone. Returns true when it rotated.
 pub fn rotate_own_output(expected: &Path, max_size: u64, keep: u32) -> bool {
     use std::os::fd::AsRawFd;
+    // One fstat every check; the path comparison only once fd 2 is a big file.
+    let big = nix::sys::stat::fstat(2)
+        .is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFREG && st.st_size as u64 > max_size);
+    if !big {
+        return false;
+    }
     let Ok(target) = std::fs::read_link("/proc/self/fd/2") else {
         return false;
     };

@@ -26,7 +26,8 @@ pub struct Framer {
 impl Framer {
     pub fn new(max_line: usize) -> Framer {
         Framer {
-            buf: Vec::with_capacity(16 * 1024),
+            // Grows only when a read ends inside a line.
+            buf: Vec::new(),
             max_line: max_line.max(256),
             continued: false,
         }
@@ -82,6 +83,9 @@ impl Framer {
     }
 }
 
+const CHUNK_MIN: usize = 1024;
+const CHUNK_MAX: usize = 64 * 1024;
+
 pub async fn pump<R: AsyncRead + Unpin>(
     mut reader: R,
     service: Arc<str>,
@@ -90,9 +94,11 @@ pub async fn pump<R: AsyncRead + Unpin>(
     on_drop: DropReport,
 ) {
     let mut framer = Framer::new(logs.max_line);
-    // Capacity only: reads fill it without zeroing it first, so a quiet service's buffer
-    // never becomes resident (zeroed, 64 KiB × two pipes × every service did).
-    let mut chunk: Vec<u8> = Vec::with_capacity(64 * 1024);
+    // Starts small and grows ×4 each time a read fills it, up to CHUNK_MAX: a quiet
+    // service's pipes hold 1 KiB each (64 KiB each kept ~1 MiB resident at 50 services,
+    // the allocator's headers alone touching a page per buffer); a chatty one reaches full
+    // size within four reads. Capacity only: reads do not zero it first.
+    let mut chunk: Vec<u8> = Vec::with_capacity(CHUNK_MIN);
     let mut out = Sender {
         logs: &logs,
         service: &service,
@@ -106,11 +112,15 @@ pub async fn pump<R: AsyncRead + Unpin>(
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
+        let full = n == chunk.capacity();
         // A partial line kept from the last read can come out with this one, so room for it
         // too; the regrowth of a rarely overlong batch is one copy, not one per line.
         let mut lines = Lines::with_capacity(n + 256);
         framer.push(&chunk[..n], |l, c| lines.push(l, c));
         out.send(lines).await;
+        if full && chunk.capacity() < CHUNK_MAX {
+            chunk = Vec::with_capacity((chunk.capacity() * 4).min(CHUNK_MAX));
+        }
     }
     let mut lines = Lines::default();
     framer.finish(|l, c| lines.push(l, c));

@@ -6,8 +6,9 @@
 //! ~1.7 µs, so each service costs three `pread`s a tick: its members (`cgroup.procs`), its
 //! tree's CPU (`cpu.stat`, which also counts descendants that already exited) and each
 //! member's resident size (`statm`). `smaps_rollup` (PSS, ~40 µs) is read only when a
-//! process's RSS moved, every `PSS_REFRESH` ticks, or when the RSS sum reaches the
-//! service's `max_memory`: PSS ≤ RSS, so below that the limit decision needs no PSS.
+//! process's RSS moved, every `PSS_REFRESH` ticks while someone looks, or when the RSS sum
+//! reaches the service's `max_memory`: PSS ≤ RSS, so below that the limit decision needs
+//! no PSS.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -19,8 +20,8 @@ use crate::control::proto::{MemorySource, ProcInfo};
 
 use super::{Sample, Target};
 
-/// Re-read a process's PSS at least this often (in ticks) while its RSS stands still: an
-/// idle process's PSS moves only when a page sharer comes or goes.
+/// While someone looks, re-read a process's PSS at least this often (in ticks) while its
+/// RSS stands still: an idle process's PSS moves only when a page sharer comes or goes.
 pub const PSS_REFRESH: u32 = 30;
 
 /// Ticks without a sample after which a service's or a process's open files are closed:
@@ -210,7 +211,7 @@ impl Watcher {
             let Some(m) = self.members.get_mut(&pid) else {
                 continue;
             };
-            let entry = super::pss_cached(pid, m.rss, near_limit, m.pss);
+            let entry = super::pss_cached(pid, m.rss, near_limit, t.looked, m.pss);
             m.pss = Some(entry);
             let pss = entry.0;
             s.pss_bytes += pss.unwrap_or(m.rss);

@@ -268,6 +268,7 @@ impl Actor {
                             cgroup: e.and_then(Exec::tree_cgroup),
                             max_memory: s.spec.max_memory,
                             cpu,
+                            looked: watched,
                         })
                     })
                     .collect();
