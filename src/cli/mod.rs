@@ -7,6 +7,7 @@ mod events;
 mod launch;
 mod logs;
 mod monit;
+mod pretty;
 mod render;
 pub mod startup;
 mod status;

@@ -44,9 +44,53 @@ pub(crate) fn fetch(
         .collect()))
 }
 
+/// `status --json` for every service: the daemon's JSON array printed as it came (laid out
+/// as `to_string_pretty` would), reading only each service's state for the exit code.
+fn status_json_as_sent(ctx: &Ctx) -> anyhow::Result<Outcome> {
+    #[derive(serde::Deserialize)]
+    struct Answer<'a> {
+        #[serde(rename = "type")]
+        kind: String,
+        #[serde(borrow)]
+        services: &'a serde_json::value::RawValue,
+    }
+    #[derive(serde::Deserialize)]
+    struct StateOnly {
+        state: crate::control::proto::StateName,
+    }
+    let line = crate::control::client::request_line(&ctx.socket()?, Request::Status)?;
+    let answer = serde_json::from_str::<Answer>(&line)
+        .ok()
+        .filter(|a| a.kind == "status");
+    let Some(answer) = answer else {
+        // An error (or an answer this lmctl does not know): the usual path explains it.
+        let resp: Response = serde_json::from_str(&line)
+            .map_err(|e| anyhow::anyhow!("the daemon's answer is not understood: {e}"))?;
+        print_error(&resp);
+        return Ok(Outcome::Failed);
+    };
+    let states: Vec<StateOnly> = serde_json::from_str(answer.services.get())
+        .map_err(|e| anyhow::anyhow!("the daemon's status answer is not understood: {e}"))?;
+    let mut out = std::io::stdout().lock();
+    out.write_all(super::pretty::pretty(answer.services.get()).as_bytes())?;
+    out.write_all(b"\n")?;
+    out.flush()?;
+    let failed = states
+        .iter()
+        .any(|s| s.state == crate::control::proto::StateName::Failed);
+    Ok(if failed {
+        Outcome::ServiceFailed
+    } else {
+        Outcome::Ok
+    })
+}
+
 pub(crate) fn status(ctx: &Ctx, a: StatusArgs) -> anyhow::Result<Outcome> {
     let color = render::color_wanted();
     let Some(interval) = a.watch else {
+        if a.json && a.services.is_empty() {
+            return status_json_as_sent(ctx);
+        }
         let services = match fetch(ctx, &a.services)? {
             Ok(s) => s,
             Err(resp) => {

@@ -81,6 +81,39 @@ pub fn stream_with(
     deadline: Option<Duration>,
     mut each: impl FnMut(Response) -> bool,
 ) -> Result<(), ClientError> {
+    let mut bad = None;
+    stream_lines_with(socket, request, deadline, |l| {
+        match serde_json::from_str(&l) {
+            Ok(resp) => each(resp),
+            Err(e) => {
+                bad = Some(ClientError::Protocol(e.to_string()));
+                false
+            }
+        }
+    })?;
+    bad.map_or(Ok(()), Err)
+}
+
+/// One request, and its first answer line as the daemon wrote it (JSON, not parsed): for
+/// answers that are printed rather than read (`status --json` at a thousand services).
+pub fn request_line(socket: &Path, request: Request) -> Result<String, ClientError> {
+    let mut out = None;
+    stream_lines_with(socket, request, Some(deadline()), |l| {
+        out = Some(l);
+        false
+    })?;
+    out.ok_or_else(|| {
+        ClientError::Protocol("the daemon closed the connection without answering".into())
+    })
+}
+
+/// [`stream_with`] on raw answer lines.
+fn stream_lines_with(
+    socket: &Path,
+    request: Request,
+    deadline: Option<Duration>,
+    mut each: impl FnMut(String) -> bool,
+) -> Result<(), ClientError> {
     let conn = connect(socket)?;
     let _ = conn.set_write_timeout(deadline);
     let _ = conn.set_read_timeout(deadline);
@@ -110,7 +143,8 @@ pub fn stream_with(
     line.push(b'\n');
     // A daemon that refuses us answers and closes before reading: read its answer anyway.
     let write_err = (&conn).write_all(&line).err();
-    let reader = BufReader::new(&conn);
+    // Big enough for a thousand services' status in a few reads.
+    let reader = BufReader::with_capacity(64 * 1024, &conn);
     let mut answered = false;
     for l in reader.lines() {
         let l = match l {
@@ -118,9 +152,7 @@ pub fn stream_with(
             Err(e) => return Err(io(write_err.unwrap_or(e))),
         };
         answered = true;
-        let resp: Response =
-            serde_json::from_str(&l).map_err(|e| ClientError::Protocol(e.to_string()))?;
-        if !each(resp) {
+        if !each(l) {
             break;
         }
     }

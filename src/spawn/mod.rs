@@ -36,6 +36,9 @@ pub struct Spawned {
     pub env: BTreeMap<String, EnvVar>,
     /// Why the child may not have joined its cgroup, when known on this side.
     pub cgroup_error: Option<String>,
+    /// The kernel placed the child in its cgroup (`CLONE_INTO_CGROUP` succeeded): nothing
+    /// to check. False on the portable path, whose child joins by itself.
+    pub placed: bool,
 }
 
 /// Fault injection for tests: `LMSUP_FAILPOINTS=cgroup-join` in the daemon's environment
@@ -105,14 +108,17 @@ pub fn spawn(spec: &ServiceSpec, extras: &SpawnExtras<'_>) -> Result<Spawned, St
         match fork::spawn(&plan, cg_fd.as_ref()) {
             Ok(child) => {
                 let pid = child.pid;
-                let out = tokio::net::unix::pipe::Receiver::from_owned_fd(child.stdout)
+                // Pipes made and set non-blocking by `fork`.
+                let out = tokio::net::unix::pipe::Receiver::from_owned_fd_unchecked(child.stdout)
                     .map(|r| Box::new(r) as Output)
                     .ok();
-                let err = tokio::net::unix::pipe::Receiver::from_owned_fd(child.stderr)
+                let err = tokio::net::unix::pipe::Receiver::from_owned_fd_unchecked(child.stderr)
                     .map(|r| Box::new(r) as Output)
                     .ok();
                 let pidfd = child.pidfd;
+                let placed = child.in_cgroup && cg_fd.is_some();
                 return Ok(Spawned {
+                    placed,
                     pid,
                     stdout: out,
                     stderr: err,
@@ -202,6 +208,7 @@ pub fn spawn(spec: &ServiceSpec, extras: &SpawnExtras<'_>) -> Result<Spawned, St
         }),
         env,
         cgroup_error: skip_join.then(|| "skipped by the cgroup-join failpoint".to_string()),
+        placed: false,
     })
 }
 

@@ -63,8 +63,17 @@ pub fn parse_stat(text: &str, page: u64) -> Option<Proc> {
 }
 
 pub fn read_proc(pid: i32) -> Option<Proc> {
-    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    parse_stat(&text, page_size())
+    // One read of a buffer that fits a stat line (~350 bytes; the command is at most
+    // 16 bytes): `read_to_string` stats the file, sees size 0 and grows from 32 bytes, five
+    // reads a process.
+    let path = format!("/proc/{pid}/stat");
+    let mut buf = [0u8; 2048];
+    let file = fs::File::open(&path).ok()?;
+    let n = std::io::Read::read(&mut &file, &mut buf).ok()?;
+    if n == buf.len() {
+        return parse_stat(&fs::read_to_string(&path).ok()?, page_size());
+    }
+    parse_stat(std::str::from_utf8(&buf[..n]).ok()?, page_size())
 }
 
 /// Every process of the machine at one moment.

@@ -187,6 +187,7 @@ impl Actor {
         // by group and markers instead, and an event says so.
         let (tree, cgroup_error) = match &e.cgroup {
             None => (TreeKind::GroupMarkers, None),
+            Some(_) if sp.placed => (TreeKind::Cgroup, None),
             Some(cg) if cgroup::procs(cg).contains(&sp.pid) => (TreeKind::Cgroup, None),
             Some(cg) => (
                 TreeKind::GroupMarkers,
