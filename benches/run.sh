@@ -93,7 +93,6 @@ WATCHDOG=$!
 
 # ---------------------------------------------------------------- setup
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-CLK_TCK=$(getconf CLK_TCK)
 
 if [[ ! -x $PM2 ]]; then
     log "installing pm2 into $TOOLS/node"
@@ -121,7 +120,11 @@ declare -A R # results: R[key.kind]
 
 now_us() { printf '%s' "${EPOCHREALTIME/./}"; }
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null; }
-cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | awk '{print $12 + $13}'; }
+# CPU time of a daemon in ns: the sum over its threads of schedstat's run time. /proc's
+# utime+stime come in 10 ms ticks, coarser than what 30 s of idling costs; a thread that
+# ends inside the window takes its time with it (none does while idle).
+cpu_ns() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{s += $1} END {print s + 0}'; }
+cpu_secs() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.3f", (b-a)/1e9}'; }
 # "min median p90 max" of numbers on stdin.
 stats() { sort -g | awk '{a[NR]=$1} END {if (!NR) {print "nan nan nan nan"; exit}
     p=int(0.9*(NR-1)+0.5)+1; printf "%s %s %s %s\n", a[1], a[int((NR+1)/2)], a[p], a[NR]}'; }
@@ -290,10 +293,10 @@ idle_phase() { # N TAG: start all three with N sleepers; start time, idle RSS/CP
     done
     sleep 5
     log "$tag: measuring idle CPU and RSS of the three daemons over $IDLE_SECS s"
-    for kind in "${KINDS[@]}"; do c0[$kind]=$(cpu_ticks "${pid[$kind]}"); done
+    for kind in "${KINDS[@]}"; do c0[$kind]=$(cpu_ns "${pid[$kind]}"); done
     sleep "$IDLE_SECS"
     for kind in "${KINDS[@]}"; do
-        R[cpu$n.$kind]=$(awk -v a="${c0[$kind]}" -v b="$(cpu_ticks "${pid[$kind]}")" -v hz="$CLK_TCK" 'BEGIN {printf "%.2f", (b-a)/hz}')
+        R[cpu$n.$kind]=$(cpu_secs "${c0[$kind]}" "$(cpu_ns "${pid[$kind]}")")
         R[rss$n.$kind]=$(rss_kib "${pid[$kind]}")
     done
     if (( n == 50 )); then
@@ -428,9 +431,9 @@ scale_phase() {
         start_ours "$dir"
         if wait_running ours "$dir" "$n" 120; then R[sstart.$n]=$(( $(now_us) - t0 )); else R[sstart.$n]=timeout; fi
         sleep 3
-        c0=$(cpu_ticks "$DPID")
+        c0=$(cpu_ns "$DPID")
         sleep "$SCALE_IDLE_SECS"
-        R[scpu.$n]=$(awk -v a="$c0" -v b="$(cpu_ticks "$DPID")" -v hz="$CLK_TCK" 'BEGIN {printf "%.2f", (b-a)/hz}')
+        R[scpu.$n]=$(cpu_secs "$c0" "$(cpu_ns "$DPID")")
         R[srss.$n]=$(rss_kib "$DPID")
         R[sstatus.$n]=$(for ((i = 0; i < 10; i++)); do
             t0=$(now_us); status_cmd ours "$dir" >/dev/null; t1=$(now_us); echo $(( t1 - t0 ))

@@ -231,16 +231,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         logs.clone(),
     ));
     let signals = spawn_signal_task(tx.clone())?;
-    let sampler = tokio::spawn(sampler_task(tx.clone(), prefix, interval));
-    // `daemon.out` (our stderr when `lmctl start` launched us) rotates like the other logs.
-    let own_output = tokio::spawn(async move {
-        let (path, max_size, keep) = own_output;
-        let mut tick = tokio::time::interval(OWN_OUTPUT_CHECK);
-        loop {
-            tick.tick().await;
-            crate::logs::rotate_own_output(&path, max_size, keep);
-        }
-    });
+    let sampler = tokio::spawn(sampler_task(tx.clone(), prefix, interval, own_output));
     let dog = watchdog.map(|every| tokio::spawn(watchdog_task(tx.clone(), every)));
     drop(tx);
 
@@ -253,7 +244,6 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     }
     alert_task.abort();
     sampler.abort();
-    own_output.abort();
     if let Some(d) = dog {
         d.abort();
     }
@@ -289,12 +279,26 @@ fn spawn_signal_task(
     }))
 }
 
-async fn sampler_task(tx: mpsc::UnboundedSender<Msg>, prefix: String, every: Duration) {
+/// The resource tick. It also checks `daemon.out` (our stderr when `lmctl start` launched
+/// us, rotated like the other logs) every `OWN_OUTPUT_CHECK`: a timer of its own woke the
+/// idle daemon twice more a second or two (tokio's wheel fires a far timer in two steps).
+async fn sampler_task(
+    tx: mpsc::UnboundedSender<Msg>,
+    prefix: String,
+    every: Duration,
+    own_output: (PathBuf, u64, u32),
+) {
     let mut sampler = Some(Sampler::new(prefix));
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut output_checked = tokio::time::Instant::now();
     loop {
-        tick.tick().await;
+        let now = tick.tick().await;
+        if now.saturating_duration_since(output_checked) >= OWN_OUTPUT_CHECK {
+            output_checked = now;
+            let (path, max_size, keep) = &own_output;
+            crate::logs::rotate_own_output(path, *max_size, *keep);
+        }
         let (rtx, rrx) = oneshot::channel();
         if tx.send(Msg::SampleTargets(rtx)).is_err() {
             return;

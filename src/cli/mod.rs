@@ -377,7 +377,9 @@ fn lenient_supervisor(
     // A thousand services make a file of ~80 KB that takes milliseconds to parse, for two
     // keys: try the `[supervisor]` section alone first, the whole file when that is not
     // clear-cut.
-    if let Some(table) = supervisor_section(&text).and_then(|t| parse(&t)) {
+    // The cut-out section has no header: its keys are the table itself.
+    let bare = |t: &str| toml::from_str::<std::collections::BTreeMap<String, toml::Value>>(t).ok();
+    if let Some(table) = supervisor_section(&text).and_then(|t| bare(&t)) {
         return Ok(table);
     }
     Ok(parse(&text).unwrap_or_default())
@@ -744,7 +746,28 @@ fn import_pm2(file: &Path) -> anyhow::Result<Outcome> {
 
 #[cfg(test)]
 mod lenient_tests {
-    use super::supervisor_section;
+    use super::{socket_from_config, supervisor_section};
+
+    #[test]
+    fn the_socket_follows_the_state_dir_and_socket_keys() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = dir.path().join("supervisor.toml");
+        let services = "\n[services.a]\ncommand = \"x\"\n";
+        for (head, want) in [
+            (
+                "[supervisor]\nstate_dir = \"/srv/lm\"\n",
+                "/srv/lm/lmctl.sock",
+            ),
+            ("[supervisor]\nsocket = \"/run/lm.sock\"\n", "/run/lm.sock"),
+            ("[supervisor]\nstate_dir = \"st\"\n", "st/lmctl.sock"),
+            ("supervisor.state_dir = \"/d\"\n", "/d/lmctl.sock"),
+            ("[logs]\nkeep = 2\n", "var/lmctl.sock"),
+        ] {
+            std::fs::write(&cfg, format!("{head}{services}")).expect("write");
+            let got = socket_from_config(&cfg).expect("socket");
+            assert_eq!(got, dir.path().join(want), "{head}");
+        }
+    }
 
     #[test]
     fn the_supervisor_section_is_cut_out_only_when_that_is_clear_cut() {

@@ -252,8 +252,7 @@ impl Actor {
                     .filter_map(|(name, s)| {
                         let run = s.state().run();
                         let e = self.exec.get(name);
-                        let sessions = e.map(|e| e.sessions.clone()).unwrap_or_default();
-                        if run.is_none() && sessions.is_empty() {
+                        if run.is_none() && e.is_none_or(|e| e.sessions.is_empty()) {
                             return None;
                         }
                         let unsampled = run.is_some_and(|r| r.sample.is_none());
