@@ -24,6 +24,11 @@ use super::{Sample, Target};
 /// RSS stands still: an idle process's PSS moves only when a page sharer comes or goes.
 pub const PSS_REFRESH: u32 = 30;
 
+/// A tree whose last full read is older than this (in ticks) is read again even when
+/// nothing under our cgroups ran: a bound on what no CPU time can still change (swap-in,
+/// a huge-page collapse by khugepaged).
+const QUIET_REUSE_MAX: u64 = 10;
+
 /// Ticks without a sample after which a service's or a process's open files are closed:
 /// longer than the slowest sampling period (every 10th tick).
 const FORGET_AFTER: u64 = 25;
@@ -79,6 +84,9 @@ struct Group {
     cpu_percent: f64,
     members: Vec<i32>,
     seen: u64,
+    /// The last full sample, the tick it was read at and the CPU usage of the whole subtree
+    /// then (see `Watcher::quiet_usage`).
+    last: Option<(Sample, u64, u64)>,
 }
 
 impl Group {
@@ -93,6 +101,7 @@ impl Group {
             cpu_percent: 0.0,
             members: Vec::new(),
             seen: 0,
+            last: None,
         })
     }
 }
@@ -104,6 +113,8 @@ pub struct Watcher {
     tick: u64,
     buf: Vec<u8>,
     page: u64,
+    /// `cpu.stat` of the cgroup that holds every service's (hierarchical: it counts them all).
+    root: Option<(PathBuf, File)>,
 }
 
 impl Watcher {
@@ -120,9 +131,13 @@ impl Watcher {
     pub fn sample(&mut self, targets: &[&Target]) -> Vec<Sample> {
         self.tick += 1;
         let tick = self.tick;
+        let usage = self.quiet_usage(targets);
         let out = targets
             .iter()
-            .filter_map(|t| self.sample_one(t, tick))
+            .filter_map(|t| match self.unchanged(t, tick, usage) {
+                Some(s) => Some(s),
+                None => self.sample_one(t, tick, usage),
+            })
             .collect();
         let keep = |seen: u64| tick.saturating_sub(seen) <= FORGET_AFTER;
         self.groups.retain(|_, g| keep(g.seen));
@@ -130,7 +145,7 @@ impl Watcher {
         out
     }
 
-    fn sample_one(&mut self, t: &Target, tick: u64) -> Option<Sample> {
+    fn sample_one(&mut self, t: &Target, tick: u64, usage: Option<u64>) -> Option<Sample> {
         let dir = t.cgroup.as_deref()?;
         let fresh = match self.groups.get(&t.service) {
             Some(g) => g.run != t.run || g.dir != dir,
@@ -227,6 +242,59 @@ impl Watcher {
             Some(b) => (b, MemorySource::Cgroup),
             None => (s.pss_bytes, MemorySource::Pss),
         };
+        if let Some(g) = self.groups.get_mut(&t.service) {
+            g.last = usage.map(|u| (s.clone(), tick, u));
+        }
+        Some(s)
+    }
+
+    /// CPU time (µs) used so far by everything under the cgroup that holds the targets'
+    /// cgroups, or None when they do not share one parent or it cannot be read.
+    fn quiet_usage(&mut self, targets: &[&Target]) -> Option<u64> {
+        let parent = targets.first()?.cgroup.as_deref()?.parent()?;
+        if !targets
+            .iter()
+            .all(|t| t.cgroup.as_deref().and_then(Path::parent) == Some(parent))
+        {
+            return None;
+        }
+        if self.root.as_ref().is_none_or(|(dir, _)| dir != parent) {
+            let file = File::open(parent.join("cpu.stat")).ok()?;
+            self.root = Some((parent.to_path_buf(), file));
+        }
+        let (_, file) = self.root.as_ref()?;
+        read_from_start(file, &mut self.buf).ok()?;
+        usage_usec(&self.buf)
+    }
+
+    /// The last sample again, when nothing under our cgroups has run since it was read:
+    /// a tree that used no CPU cannot have forked, exited or faulted a page in, so its
+    /// members and their memory are what they were (its CPU is 0 %). Idle services then
+    /// cost no read at all. Not while someone looks, not at or over the limit (PSS there
+    /// is read every tick), not past `QUIET_REUSE_MAX` ticks.
+    fn unchanged(&mut self, t: &Target, tick: u64, usage: Option<u64>) -> Option<Sample> {
+        let g = self.groups.get_mut(&t.service)?;
+        let (last, at, then) = g.last.as_ref()?;
+        let reuse = !t.looked
+            && g.run == t.run
+            && Some(g.dir.as_path()) == t.cgroup.as_deref()
+            && usage == Some(*then)
+            && tick.saturating_sub(*at) < QUIET_REUSE_MAX
+            && t.max_memory.is_none_or(|max| last.rss_bytes < max);
+        if !reuse {
+            return None;
+        }
+        let s = Sample {
+            cpu_percent: 0.0,
+            ..last.clone()
+        };
+        g.seen = tick;
+        g.cpu_percent = 0.0;
+        for pid in &g.members {
+            if let Some(m) = self.members.get_mut(pid) {
+                m.seen = tick;
+            }
+        }
         Some(s)
     }
 

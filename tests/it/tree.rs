@@ -110,6 +110,55 @@ fn a_grandchild_growing_past_max_memory_restarts_the_service() {
     }
 }
 
+/// An idle tree's last sample is reused while nothing under our cgroups runs (no read at
+/// all); a tree that wakes and grows must still be caught within the usual reaction time,
+/// not when the reuse would have expired (10 ticks, 10 s here). Nobody asks for a status
+/// meanwhile (that would make every tick read everything): the test watches the log file
+/// and /proc.
+#[test]
+fn a_tree_that_idles_then_grows_past_max_memory_is_caught_at_once() {
+    for mode in MODES {
+        let d = Daemon::start(&format!(
+            "[supervisor]\nstate_dir = \"var\"\ncgroups = \"{mode}\"\nresource_interval = \"1s\"\n\n\
+             [services.g]\ncommand = \"{{helper}}\"\nargs = [\"grow\", \"100\", \"4000\"]\n\
+             max_memory = \"150MiB\"\nbackoff = {{ initial = \"60s\" }}\nstart_grace = \"0s\"\n"
+        ));
+        let main_pid = || {
+            d.printed_pids("g")
+                .into_iter()
+                .find(|(label, _)| label == "main")
+                .map(|(_, p)| p)
+        };
+        wait_until(
+            &format!("[{mode}] g printed its pid"),
+            Duration::from_secs(10),
+            || main_pid().is_some(),
+        );
+        let started = std::time::Instant::now();
+        let first = main_pid().unwrap_or_default();
+        // 100 MiB at once, then 4 s of nothing (quiet ticks), then 200 MiB.
+        wait_until(
+            &format!("[{mode}] a memory restart"),
+            Duration::from_secs(9),
+            || !alive(first),
+        );
+        let after = started.elapsed();
+        assert!(
+            after >= Duration::from_millis(3500),
+            "[{mode}] stopped before the second step ({after:?}): 100 MiB is under the limit"
+        );
+        assert!(
+            after <= Duration::from_millis(7000),
+            "[{mode}] the second step (4 s) was acted on only after {after:?}"
+        );
+        let events = d.events("g").join("\n");
+        assert!(
+            events.contains("over max_memory 150.0 MiB"),
+            "[{mode}] {events}"
+        );
+    }
+}
+
 #[test]
 fn leftovers_of_a_crashed_daemon_are_reaped_before_services_start_again() {
     for mode in MODES {
