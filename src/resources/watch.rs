@@ -270,13 +270,14 @@ impl Watcher {
     /// The last sample again, when nothing under our cgroups has run since it was read:
     /// a tree that used no CPU cannot have forked, exited or faulted a page in, so its
     /// members and their memory are what they were (its CPU is 0 %). Idle services then
-    /// cost no read at all. Not while someone looks, not at or over the limit (PSS there
-    /// is read every tick), not past `QUIET_REUSE_MAX` ticks.
+    /// cost no read at all, even while someone looks: what a status shows is then at most
+    /// `QUIET_REUSE_MAX` ticks old and still true, but for PSS drifting as processes
+    /// outside the tree stop sharing its pages. Not at or over the limit (PSS there is
+    /// read every tick).
     fn unchanged(&mut self, t: &Target, tick: u64, usage: Option<u64>) -> Option<Sample> {
         let g = self.groups.get_mut(&t.service)?;
         let (last, at, then) = g.last.as_ref()?;
-        let reuse = !t.looked
-            && g.run == t.run
+        let reuse = g.run == t.run
             && Some(g.dir.as_path()) == t.cgroup.as_deref()
             && usage == Some(*then)
             && tick.saturating_sub(*at) < QUIET_REUSE_MAX

@@ -112,9 +112,8 @@ fn a_grandchild_growing_past_max_memory_restarts_the_service() {
 
 /// An idle tree's last sample is reused while nothing under our cgroups runs (no read at
 /// all); a tree that wakes and grows must still be caught within the usual reaction time,
-/// not when the reuse would have expired (10 ticks, 10 s here). Nobody asks for a status
-/// meanwhile (that would make every tick read everything): the test watches the log file
-/// and /proc.
+/// not when the reuse would have expired (10 ticks, 10 s here). The test watches the log
+/// file and /proc, not the daemon.
 #[test]
 fn a_tree_that_idles_then_grows_past_max_memory_is_caught_at_once() {
     for mode in MODES {
