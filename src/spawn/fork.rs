@@ -126,7 +126,11 @@ fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
 /// "cannot execute" is reported here, not as an exit.
 pub fn spawn(plan: &Plan, cgroup: Option<&OwnedFd>) -> io::Result<ForkedChild> {
     match clone_exec(plan, cgroup) {
-        Err(e) if cgroup.is_some() && cgroup_refused(&e) => {
+        // Refused by the cgroup, or clone3 (or its cgroup flag) missing: a seccomp filter
+        // (Docker's default answers ENOSYS) or an older kernel. Without the cgroup, a
+        // missing clone3 marks the fast path unsupported and the caller takes the portable
+        // one, whose child joins its cgroup itself.
+        Err(e) if cgroup.is_some() && (cgroup_refused(&e) || clone3_missing(&e)) => {
             // The cgroup refused the child (removed, or a threaded/busy cgroup): run it
             // outside and say so; the caller tracks this run by group and markers.
             let mut child = clone_exec(plan, None)?;
@@ -136,6 +140,13 @@ pub fn spawn(plan: &Plan, cgroup: Option<&OwnedFd>) -> io::Result<ForkedChild> {
         }
         other => other,
     }
+}
+
+fn clone3_missing(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::ENOSYS | libc::E2BIG | libc::EINVAL)
+    )
 }
 
 fn cgroup_refused(e: &io::Error) -> bool {
@@ -202,17 +213,19 @@ fn clone_exec(plan: &Plan, cgroup: Option<&OwnedFd>) -> io::Result<ForkedChild> 
         argv: &argv,
         envp: &envp,
     };
-    // SAFETY: the child only makes async-signal-safe system calls on data prepared above,
-    // then execs or _exits (see `clone_child`).
-    let ret = unsafe { clone_child(&mut args, &ctx) };
+    let ret = if super::failpoint("clone3-enosys") {
+        // Tests: clone3 answered as a seccomp filter would.
+        // SAFETY: errno is this thread's.
+        unsafe { *libc::__errno_location() = libc::ENOSYS };
+        -1
+    } else {
+        // SAFETY: the child only makes async-signal-safe system calls on data prepared
+        // above, then execs or _exits (see `clone_child`).
+        unsafe { clone_child(&mut args, &ctx) }
+    };
     if ret < 0 {
         let e = io::Error::last_os_error();
-        if cgroup.is_none()
-            && matches!(
-                e.raw_os_error(),
-                Some(libc::ENOSYS | libc::E2BIG | libc::EINVAL)
-            )
-        {
+        if cgroup.is_none() && clone3_missing(&e) {
             UNSUPPORTED.store(true, Ordering::Relaxed);
         }
         return Err(e);

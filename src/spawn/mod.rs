@@ -41,10 +41,11 @@ pub struct Spawned {
     pub placed: bool,
 }
 
-/// Fault injection for tests: `LMSUP_FAILPOINTS=cgroup-join` in the daemon's environment
-/// makes every child skip joining its cgroup, as a failed `cgroup.procs` write would. The
-/// fallback it exercises is the real one.
-fn failpoint(name: &str) -> bool {
+/// Fault injection for tests, `LMSUP_FAILPOINTS` in the daemon's environment: `cgroup-join`
+/// makes every child skip joining its cgroup, as a failed `cgroup.procs` write would;
+/// `clone3-enosys` makes clone3 fail as under a seccomp filter. The fallbacks they
+/// exercise are the real ones.
+pub(crate) fn failpoint(name: &str) -> bool {
     std::env::var("LMSUP_FAILPOINTS").is_ok_and(|v| v.split(',').any(|f| f.trim() == name))
 }
 

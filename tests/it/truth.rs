@@ -183,3 +183,34 @@ fn a_failed_cgroup_join_falls_back_and_limits_and_reaping_still_hold() {
     let left: Vec<i32> = all.into_iter().filter(|p| alive(*p)).collect();
     assert!(left.is_empty(), "still alive after stop: {left:?}");
 }
+
+/// clone3 refused as Docker's default seccomp profile refuses it (ENOSYS): every service
+/// still starts, through the portable spawn, in its cgroup, with no "cannot execute".
+#[test]
+fn without_clone3_services_start_through_the_portable_spawn() {
+    let mut d = Daemon::new(
+        "[services.a]\ncommand = \"{helper}\"\nargs = [\"sleep\"]\nstart_grace = \"0s\"\n\n\
+         [services.b]\ncommand = \"{helper}\"\nargs = [\"sleep\"]\nstart_grace = \"0s\"\n",
+    );
+    d.env
+        .push(("LMSUP_FAILPOINTS".into(), "clone3-enosys".into()));
+    d.spawn();
+    for s in ["a", "b"] {
+        d.wait_state(s, "running", Duration::from_secs(10));
+        let events = d.events(s).join("\n");
+        assert!(!events.contains("cannot execute"), "{s}: {events}");
+        assert_eq!(d.svc(s)["restarts"], 0, "{s}: {events}");
+    }
+    if d.merged_log().contains("a cgroup per service") {
+        for s in ["a", "b"] {
+            assert_eq!(
+                d.svc(s)["tree"],
+                "cgroup",
+                "{s} joined its cgroup by itself"
+            );
+        }
+    }
+    let pids: Vec<i32> = ["a", "b"].iter().filter_map(|s| d.pid(s)).collect();
+    d.ok(&["stop", "a", "b"]);
+    assert!(pids.iter().all(|p| !alive(*p)), "{pids:?}");
+}
