@@ -106,7 +106,7 @@ if [[ ! -x $SUPD ]]; then
 fi
 log "building release binaries (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
 (cd "$ROOT" && cargo build --release -q -p leadmaster-supervisor) || die "cargo build failed"
-for w in sleeper lines memtree restart_probe; do
+for w in sleeper lines memtree restart_probe waitlines; do
     cc -O2 -Wall -o "$WL/$w" "$HERE/workloads/$w.c" || die "cc $w.c failed"
 done
 CHECK_LINES=$HERE/workloads/check_lines.py
@@ -120,11 +120,31 @@ declare -A R # results: R[key.kind]
 
 now_us() { printf '%s' "${EPOCHREALTIME/./}"; }
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null; }
-# CPU time of a daemon in ns: the sum over its threads of schedstat's run time. /proc's
-# utime+stime come in 10 ms ticks, coarser than what 30 s of idling costs; a thread that
-# ends inside the window takes its time with it (none does while idle).
-cpu_ns() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{s += $1} END {print s + 0}'; }
-cpu_secs() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.3f", (b-a)/1e9}'; }
+# CPU time of a daemon: "TICKS TID:NS TID:NS ...", its threads' schedstat run times (ns) and
+# the process's utime+stime (/proc/PID/stat, 10 ms ticks, threads that ended included).
+# cpu_secs takes two of these: the sum of each thread's growth, exact while no thread
+# ends; a thread that ends inside the window takes its time with it (tokio ends a blocking
+# thread after 10 s idle, and a 5 s window once came out negative). The ticks' difference
+# counts ended threads, to within a tick: it is taken instead when a thread ended or when
+# it exceeds the sum by a tick or more (a thread born and ended inside the window).
+cpu_snap() {
+    local t
+    t=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | awk '{print $12 + $13}')
+    printf '%s' "${t:-0}"
+    for f in /proc/"$1"/task/*/schedstat; do
+        t=${f%/schedstat}; printf ' %s:%s' "${t##*/}" "$(cut -d' ' -f1 "$f" 2>/dev/null)"
+    done
+}
+cpu_secs() {
+    awk -v a="$1" -v b="$2" -v hz="$(getconf CLK_TCK)" 'BEGIN {
+        na = split(a, A, " "); nb = split(b, B, " ")
+        for (i = 2; i <= na; i++) { split(A[i], p, ":"); before[p[1]] = p[2] }
+        for (i = 2; i <= nb; i++) { split(B[i], p, ":"); sum += p[2] - before[p[1]]; after[p[1]] = 1 }
+        for (t in before) if (!(t in after)) ended++
+        ticks = (B[1] - A[1]) * 1e9 / hz
+        if ((ended || ticks - sum >= 1e9 / hz) && ticks > sum) sum = ticks
+        printf "%.3f", sum / 1e9 }'
+}
 # "min median p90 max" of numbers on stdin.
 stats() { sort -g | awk '{a[NR]=$1} END {if (!NR) {print "nan nan nan nan"; exit}
     p=int(0.9*(NR-1)+0.5)+1; printf "%s %s %s %s\n", a[1], a[int((NR+1)/2)], a[p], a[NR]}'; }
@@ -293,10 +313,10 @@ idle_phase() { # N TAG: start all three with N sleepers; start time, idle RSS/CP
     done
     sleep 5
     log "$tag: measuring idle CPU and RSS of the three daemons over $IDLE_SECS s"
-    for kind in "${KINDS[@]}"; do c0[$kind]=$(cpu_ns "${pid[$kind]}"); done
+    for kind in "${KINDS[@]}"; do c0[$kind]=$(cpu_snap "${pid[$kind]}"); done
     sleep "$IDLE_SECS"
     for kind in "${KINDS[@]}"; do
-        R[cpu$n.$kind]=$(cpu_secs "${c0[$kind]}" "$(cpu_ns "${pid[$kind]}")")
+        R[cpu$n.$kind]=$(cpu_secs "${c0[$kind]}" "$(cpu_snap "${pid[$kind]}")")
         R[rss$n.$kind]=$(rss_kib "${pid[$kind]}")
     done
     if (( n == 50 )); then
@@ -331,7 +351,7 @@ restart_phase() {
 
 # ---------------------------------------------------------------- scenario 4
 logs_phase() {
-    local kind dir file deadline got start end seen
+    local kind dir file start end seen i
     for kind in "${KINDS[@]}"; do
         dir=$RUN/logs-$kind; mkdir -p "$dir"
         echo "w;;0;$WL/lines;$LOG_LINES;$dir/stamp" | "gen_$kind" "$dir"
@@ -339,12 +359,10 @@ logs_phase() {
         log "logs: $kind, $LOG_LINES lines"
         "start_$kind" "$dir"
         [[ $kind == pm2 ]] && DPID=$(cat "$dir/pm2home/pm2.pid")
-        deadline=$(( $(now_us) + 90 * 1000000 )); got=0; seen=
-        while (( $(now_us) < deadline )); do
-            got=$({ wc -l <"$file"; } 2>/dev/null || echo 0)
-            if (( got >= LOG_LINES )) && [[ -s $dir/stamp ]]; then seen=$(( $(date +%s%N) / 1000 )); break; fi
-            sleep 0.01
-        done
+        # When the last line is on disk (µs, realtime): read incrementally, every 1 ms.
+        seen=$("$WL/waitlines" "$file" "$LOG_LINES" 90000)
+        [[ $seen == timeout ]] && seen=
+        for ((i = 0; i < 500; i++)); do [[ -s $dir/stamp ]] && break; sleep 0.01; done
         sleep 1 # let any duplicate or straggler land before the audit
         read -r start end <"$dir/stamp" 2>/dev/null || { start=0; end=0; }
         if [[ -n $seen ]] && (( start > 0 )); then
@@ -431,9 +449,9 @@ scale_phase() {
         start_ours "$dir"
         if wait_running ours "$dir" "$n" 120; then R[sstart.$n]=$(( $(now_us) - t0 )); else R[sstart.$n]=timeout; fi
         sleep 3
-        c0=$(cpu_ns "$DPID")
+        c0=$(cpu_snap "$DPID")
         sleep "$SCALE_IDLE_SECS"
-        R[scpu.$n]=$(cpu_secs "$c0" "$(cpu_ns "$DPID")")
+        R[scpu.$n]=$(cpu_secs "$c0" "$(cpu_snap "$DPID")")
         R[srss.$n]=$(rss_kib "$DPID")
         R[sstatus.$n]=$(for ((i = 0; i < 10; i++)); do
             t0=$(now_us); status_cmd ours "$dir" >/dev/null; t1=$(now_us); echo $(( t1 - t0 ))

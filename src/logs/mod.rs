@@ -66,6 +66,13 @@ impl Lines {
         }
     }
 
+    /// Lines already in place: `text` holds each body followed by `\n`, `ends` where each
+    /// `\n` ends (as in `ends`).
+    pub fn from_parts(text: String, ends: Vec<(usize, bool)>) -> Lines {
+        debug_assert!(ends.last().is_none_or(|&(end, _)| end == text.len()));
+        Lines { text, ends }
+    }
+
     /// Appends one line body (no `\n`); invalid UTF-8 becomes U+FFFD as before, per line.
     pub fn push(&mut self, line: &[u8], continued: bool) {
         match std::str::from_utf8(line) {

@@ -33,6 +33,54 @@ impl Framer {
         }
     }
 
+    /// The lines of one read, `chunk[..]`. A big read of whole lines that needs nothing
+    /// changed (valid UTF-8, no `\r`, none over `max_line`, nothing kept from the read
+    /// before) becomes the `Lines` as it lies: the chunk is taken (left empty, without
+    /// capacity) and only the partial line at its end is copied. Anything else is framed by
+    /// `push` into new `Lines`, and the chunk stays for the next read. A small read is
+    /// copied too, so a queued message never holds a buffer much bigger than its lines.
+    pub fn frame(&mut self, chunk: &mut Vec<u8>) -> Lines {
+        if self.buf.is_empty() && !self.continued && chunk.len() >= chunk.capacity() / 2 {
+            if let Some(lines) = self.frame_in_place(chunk) {
+                return lines;
+            }
+        }
+        // A partial line kept from the last read can come out with this one, so room for it
+        // too; the regrowth of a rarely overlong batch is one copy, not one per line.
+        let mut lines = Lines::with_capacity(chunk.len() + 256);
+        self.push(chunk, |l, c| lines.push(l, c));
+        lines
+    }
+
+    fn frame_in_place(&mut self, chunk: &mut Vec<u8>) -> Option<Lines> {
+        let last = memchr::memrchr(b'\n', chunk)?;
+        if memchr::memchr(b'\r', &chunk[..last]).is_some() {
+            return None;
+        }
+        let mut ends = Vec::with_capacity(chunk.len() / 64 + 1);
+        let mut start = 0;
+        for pos in memchr::memchr_iter(b'\n', &chunk[..=last]) {
+            if pos - start > self.max_line {
+                return None;
+            }
+            ends.push((pos + 1, false));
+            start = pos + 1;
+        }
+        let tail = chunk.split_off(last + 1);
+        let text = match String::from_utf8(std::mem::take(chunk)) {
+            Ok(text) => text,
+            Err(e) => {
+                *chunk = e.into_bytes();
+                chunk.extend_from_slice(&tail);
+                return None;
+            }
+        };
+        let mut lines = Lines::from_parts(text, ends);
+        self.buf = tail;
+        self.split_partial(&mut |l, c| lines.push(l, c));
+        Some(lines)
+    }
+
     /// Feeds `data`; calls `emit(line, continued)` for every piece that is complete. Lines
     /// wholly inside `data` are framed where they lie; only a partial line is copied, to be
     /// completed by a later read.
@@ -106,21 +154,22 @@ pub async fn pump<R: AsyncRead + Unpin>(
         dropped: 0,
         on_drop: &on_drop,
     };
+    let mut size = CHUNK_MIN;
     loop {
+        // Empty when the last read's chunk became its `Lines`.
+        if chunk.capacity() < size {
+            chunk = Vec::with_capacity(size);
+        }
         chunk.clear();
         let n = match reader.read_buf(&mut chunk).await {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
-        let full = n == chunk.capacity();
-        // A partial line kept from the last read can come out with this one, so room for it
-        // too; the regrowth of a rarely overlong batch is one copy, not one per line.
-        let mut lines = Lines::with_capacity(n + 256);
-        framer.push(&chunk[..n], |l, c| lines.push(l, c));
-        out.send(lines).await;
-        if full && chunk.capacity() < CHUNK_MAX {
-            chunk = Vec::with_capacity((chunk.capacity() * 4).min(CHUNK_MAX));
+        if n == size && size < CHUNK_MAX {
+            size = (size * 4).min(CHUNK_MAX);
         }
+        let lines = framer.frame(&mut chunk);
+        out.send(lines).await;
     }
     let mut lines = Lines::default();
     framer.finish(|l, c| lines.push(l, c));
@@ -366,6 +415,57 @@ mod tests {
             proptest::prop_assert_eq!(got, frame_reference(&chunks, 256));
         }
 
+        /// `frame` (lines in place where it can, `push` where it cannot) gives what `push`
+        /// gives, whatever the reads' sizes against their buffers' capacities.
+        #[test]
+        fn frame_matches_push(
+            lines in proptest::collection::vec(
+                (
+                    proptest::collection::vec(
+                        proptest::prop_oneof![
+                            20 => proptest::prelude::Just(b'x'),
+                            1 => proptest::prelude::Just(b'\r'),
+                            1 => proptest::prelude::Just(0xC3u8),
+                            1 => proptest::prelude::Just(0xA9u8),
+                            1 => proptest::num::u8::ANY,
+                        ],
+                        0..400,
+                    ),
+                    proptest::bool::weighted(0.9),
+                ),
+                0..12,
+            ),
+            cuts in proptest::collection::vec((proptest::num::usize::ANY, 0usize..3), 0..10),
+        ) {
+            let mut data = Vec::new();
+            for (line, newline) in &lines {
+                data.extend_from_slice(line);
+                if *newline {
+                    data.push(b'\n');
+                }
+            }
+            let mut cuts: Vec<(usize, usize)> =
+                cuts.iter().map(|(c, slack)| (c % (data.len() + 1), *slack)).collect();
+            cuts.push((data.len(), 0));
+            cuts.sort_unstable();
+            let (mut by_frame, mut by_push) = (Vec::new(), Vec::new());
+            let (mut f, mut p) = (Framer::new(256), Framer::new(256));
+            let mut from = 0;
+            for (c, slack) in cuts {
+                let piece = &data[from..c];
+                // Capacity exactly the read, twice it (in place still allowed), or 4× (copied).
+                let mut chunk = Vec::with_capacity(piece.len() * (1 + slack * slack) + 1);
+                chunk.extend_from_slice(piece);
+                let got = f.frame(&mut chunk);
+                by_frame.extend(got.iter().map(|(l, cont)| (l.to_owned(), cont)));
+                p.push(piece, |l, cont| by_push.push((String::from_utf8_lossy(l).into_owned(), cont)));
+                from = c;
+            }
+            f.finish(|l, cont| by_frame.push((String::from_utf8_lossy(l).into_owned(), cont)));
+            p.finish(|l, cont| by_push.push((String::from_utf8_lossy(l).into_owned(), cont)));
+            proptest::prop_assert_eq!(by_frame, by_push);
+        }
+
         #[test]
         fn find_newline_finds_the_first(
             hay in proptest::collection::vec(
@@ -375,6 +475,25 @@ mod tests {
         ) {
             proptest::prop_assert_eq!(find_newline(&hay), hay.iter().position(|b| *b == b'\n'));
         }
+    }
+
+    #[test]
+    fn a_big_read_of_whole_lines_becomes_its_lines_in_place() {
+        let mut f = Framer::new(256);
+        let mut chunk = Vec::with_capacity(16);
+        chunk.extend_from_slice(b"one\ntwo\nthr");
+        let ptr = chunk.as_ptr();
+        let lines = f.frame(&mut chunk);
+        assert_eq!(chunk.capacity(), 0, "the chunk was taken");
+        assert_eq!(lines.text.as_ptr(), ptr, "no copy of the lines");
+        let got: Vec<&str> = lines.iter().map(|(l, _)| l).collect();
+        assert_eq!(got, ["one", "two"]);
+        // The partial line waits for its end; that read is copied (a line was kept).
+        let mut chunk = Vec::with_capacity(8);
+        chunk.extend_from_slice(b"ee\n");
+        let lines = f.frame(&mut chunk);
+        assert_eq!(lines.iter().map(|(l, _)| l).collect::<Vec<_>>(), ["three"]);
+        assert_eq!(chunk.capacity(), 8, "kept for the next read");
     }
 
     #[test]

@@ -24,6 +24,8 @@ pub const LEFTOVER_GRACE: Duration = Duration::from_secs(2);
 
 /// All service state: the one value the actor owns.
 pub struct Services {
+    /// The config without its services (`services` is empty): each spec lives in its `Svc`
+    /// alone, so the daemon holds one copy of every spec, environment included.
     pub config: Config,
     pub svcs: BTreeMap<String, Svc>,
     pub shutting_down: bool,
@@ -38,11 +40,10 @@ pub struct Services {
 }
 
 impl Services {
-    pub fn new(config: Config) -> Services {
-        let svcs = config
-            .services
-            .iter()
-            .map(|(n, s)| (n.clone(), Svc::new(s.clone())))
+    pub fn new(mut config: Config) -> Services {
+        let svcs = std::mem::take(&mut config.services)
+            .into_iter()
+            .map(|(n, s)| (n, Svc::new(s)))
             .collect();
         Services {
             config,

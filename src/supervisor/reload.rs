@@ -24,7 +24,7 @@ impl Machine<'_> {
         self.out.push(Action::Reply(Response::Reload { diff }));
     }
 
-    fn apply(&mut self, new: Config) -> ReloadDiff {
+    fn apply(&mut self, mut new: Config) -> ReloadDiff {
         let mut diff = ReloadDiff::default();
         // A command that cannot run does not stop a reload, but the operator hears of it.
         diff.warnings.extend(
@@ -65,12 +65,14 @@ impl Machine<'_> {
                 }
             }
         }
+        // The specs move into their `Svc`s below; the kept config holds none (see `Services`).
+        let mut specs = std::mem::take(&mut new.services);
         let supervisor = self.s.config.supervisor.clone();
         let logs = self.s.config.logs.clone();
         self.s.config = Config {
             supervisor,
             logs,
-            ..new.clone()
+            ..new
         };
         // Keep removed services in the order until they are gone, so shutdown still sees them.
         for name in &diff.removed {
@@ -96,12 +98,14 @@ impl Machine<'_> {
             }
         }
         for name in &diff.unchanged {
-            if let Some(s) = self.svc(name) {
-                s.spec = new.services[name].clone();
+            if let (Some(spec), Some(s)) = (specs.remove(name), self.s.svcs.get_mut(name)) {
+                s.spec = spec;
             }
         }
         for name in &diff.changed {
-            let spec = new.services[name].clone();
+            let Some(spec) = specs.remove(name) else {
+                continue;
+            };
             let Some(s) = self.svc(name) else { continue };
             s.spec = spec;
             s.restarts = 0;
@@ -114,7 +118,9 @@ impl Machine<'_> {
             }
         }
         for name in &diff.added {
-            let spec = new.services[name].clone();
+            let Some(spec) = specs.remove(name) else {
+                continue;
+            };
             let autostart = spec.autostart;
             self.s.svcs.insert(name.clone(), Svc::new(spec));
             self.event(name, EventKind::Added);
