@@ -51,6 +51,7 @@ fn main() {
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 1);
     }
+    lmsup::spawn::fork::cloexec_inherited();
     let config_path = match parse_args() {
         Ok(p) => p,
         Err(e) => {

@@ -214,3 +214,89 @@ fn without_clone3_services_start_through_the_portable_spawn() {
     d.ok(&["stop", "a", "b"]);
     assert!(pids.iter().all(|p| !alive(*p)), "{pids:?}");
 }
+
+fn fd_target(pid: i32, fd: &str) -> String {
+    std::fs::read_link(format!("/proc/{pid}/fd/{fd}"))
+        .map(|p| p.display().to_string())
+        .unwrap_or_default()
+}
+
+fn fds_of(pid: i32) -> Vec<String> {
+    let mut fds: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    fds.sort();
+    fds
+}
+
+/// A child shares the daemon's descriptor table only until its first system call, which
+/// gives it a table of its own holding the low slots its stdio comes through. With that
+/// call refused (a kernel before 5.9), children get a copy of the table as before. Either
+/// way: the daemon's own stdio is untouched, a child holds exactly 0, 1 and 2, its output
+/// reaches its log, and once it is stopped the daemon holds nothing of its pipes.
+#[test]
+fn a_child_holds_only_its_stdio_and_the_daemon_keeps_its_own() {
+    for failpoint in [None, Some("close-range-unshare")] {
+        let mut d = Daemon::new(
+            "[services.a]\ncommand = \"{helper}\"\nargs = [\"sleep\"]\nstart_grace = \"0s\"\n\n\
+             [services.b]\ncommand = \"{helper}\"\nargs = [\"sleep\"]\nstart_grace = \"0s\"\n",
+        );
+        if let Some(f) = failpoint {
+            d.env.push(("LMSUP_FAILPOINTS".into(), f.into()));
+        }
+        d.spawn();
+        let daemon = d.daemon_pid();
+        let stdio: Vec<String> = ["0", "1", "2"]
+            .iter()
+            .map(|f| fd_target(daemon, f))
+            .collect();
+        for s in ["a", "b"] {
+            d.wait_state(s, "running", Duration::from_secs(10));
+        }
+        wait_until("both pids in the logs", Duration::from_secs(10), || {
+            ["a", "b"].iter().all(|s| !d.printed_pids(s).is_empty())
+        });
+        let a = d.pid("a").expect("a runs");
+        let b = d.pid("b").expect("b runs");
+        for (name, pid) in [("a", a), ("b", b)] {
+            assert_eq!(
+                fds_of(pid),
+                ["0", "1", "2"],
+                "{failpoint:?}: {name}'s descriptors"
+            );
+            for fd in ["1", "2"] {
+                let t = fd_target(pid, fd);
+                assert!(
+                    t.starts_with("pipe:"),
+                    "{failpoint:?}: {name} fd {fd} is {t}"
+                );
+                assert!(
+                    !stdio.contains(&t),
+                    "{failpoint:?}: {name} has the daemon's {fd}"
+                );
+            }
+        }
+        let now: Vec<String> = ["0", "1", "2"]
+            .iter()
+            .map(|f| fd_target(daemon, f))
+            .collect();
+        assert_eq!(now, stdio, "{failpoint:?}: the daemon's stdio was replaced");
+        let a_pipes = [fd_target(a, "1"), fd_target(a, "2")];
+        d.ok(&["stop", "a"]);
+        wait_until(
+            "the daemon lets go of a's pipes",
+            Duration::from_secs(10),
+            || {
+                fds_of(daemon)
+                    .iter()
+                    .all(|fd| !a_pipes.contains(&fd_target(daemon, fd)))
+            },
+        );
+        d.ok(&["stop", "b"]);
+        assert!(!alive(a) && !alive(b), "{failpoint:?}");
+    }
+}
