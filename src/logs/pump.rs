@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::AsyncReadExt;
 
 use super::{Lines, LogHandle, LogMsg, Stream};
 
@@ -133,9 +133,14 @@ impl Framer {
 
 const CHUNK_MIN: usize = 1024;
 const CHUNK_MAX: usize = 64 * 1024;
+/// A pipe that keeps a full read waiting this many times grows to `PIPE_BIG`: the child
+/// can then write ahead while we are descheduled, instead of blocking on a full 64 KiB
+/// pipe. Only chatty pipes grow; a pipe holds pages only for what it holds unread.
+const FULL_READS_TO_GROW: u32 = 4;
+const PIPE_BIG: libc::c_int = 1024 * 1024;
 
-pub async fn pump<R: AsyncRead + Unpin>(
-    mut reader: R,
+pub async fn pump(
+    mut reader: crate::spawn::Output,
     service: Arc<str>,
     stream: Stream,
     logs: LogHandle,
@@ -155,6 +160,7 @@ pub async fn pump<R: AsyncRead + Unpin>(
         on_drop: &on_drop,
     };
     let mut size = CHUNK_MIN;
+    let mut full_reads = 0;
     loop {
         // Empty when the last read's chunk became its `Lines`.
         if chunk.capacity() < size {
@@ -167,6 +173,14 @@ pub async fn pump<R: AsyncRead + Unpin>(
         };
         if n == size && size < CHUNK_MAX {
             size = (size * 4).min(CHUNK_MAX);
+        } else if n == CHUNK_MAX {
+            full_reads += 1;
+            if full_reads == FULL_READS_TO_GROW {
+                // Refused past the user's pipe quota (or pipe-max-size): the pipe stays as
+                // it is, which costs only speed.
+                // SAFETY: F_SETPIPE_SZ on the pipe this reader owns.
+                unsafe { libc::fcntl((*reader).as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_BIG) };
+            }
         }
         let lines = framer.frame(&mut chunk);
         out.send(lines).await;

@@ -22,7 +22,12 @@ pub const MARKER_INSTANCE: &str = "LM_SUPERVISOR";
 /// Tells a child that the supervisor timestamps each line it writes.
 pub const LOG_TIMESTAMPS: &str = "LM_LOG_TIMESTAMPS";
 
-pub type Output = Box<dyn tokio::io::AsyncRead + Unpin + Send>;
+pub type Output = Box<dyn OutputPipe>;
+
+/// The read end of a child's stdout or stderr: read by a log pump, which may also resize
+/// the pipe (`F_SETPIPE_SZ`) through its descriptor.
+pub trait OutputPipe: tokio::io::AsyncRead + std::os::fd::AsRawFd + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + std::os::fd::AsRawFd + Unpin + Send> OutputPipe for T {}
 pub type ExitFuture =
     std::pin::Pin<Box<dyn std::future::Future<Output = crate::control::proto::ExitInfo> + Send>>;
 

@@ -238,6 +238,16 @@ fn main() {
         }
         // Writes N lines of ~100 bytes, one write(2) each like a plain logger, as fast as it
         // can; reports on stderr how long it was blocked on the pipe, then exits.
+        // N lines of ~100 bytes in one write(2) (a burst far bigger than a pipe), then sleeps.
+        "burst" => {
+            let n = num(2, 40_000);
+            let mut all = String::with_capacity(n as usize * 100);
+            for i in 0..n {
+                all.push_str(&format!("line {i:08} {}\n", "x".repeat(80)));
+            }
+            let _ = std::io::stdout().lock().write_all(all.as_bytes());
+            sleep_forever();
+        }
         "flood" => {
             let n = num(2, 200_000);
             let mut out = std::io::stdout().lock();

@@ -265,3 +265,39 @@ fn daemon_out_is_rotated_while_the_daemon_runs() {
     d.ok(&["stop", "crashy"]);
     d.ok(&["shutdown"]);
 }
+
+/// The capacity of the pipe `fd` of `pid` names, through a descriptor of our own on it.
+fn pipe_size(pid: i32, fd: u32) -> i32 {
+    let Ok(f) = std::fs::OpenOptions::new()
+        .write(true)
+        .open(format!("/proc/{pid}/fd/{fd}"))
+    else {
+        return -1;
+    };
+    // SAFETY: F_GETPIPE_SZ on a descriptor we own; it changes nothing.
+    unsafe { libc::fcntl(std::os::fd::AsRawFd::as_raw_fd(&f), libc::F_GETPIPE_SZ) }
+}
+
+/// A pipe whose reads keep coming back full grows to 1 MiB, so a chatty child writes
+/// ahead instead of blocking whenever the daemon is descheduled; a quiet one stays at the
+/// default 64 KiB. No line is lost either way.
+#[test]
+fn a_chatty_service_gets_a_bigger_pipe_and_a_quiet_one_does_not() {
+    let d = Daemon::start(
+        "[services.chatty]\ncommand = \"{helper}\"\nargs = [\"burst\", \"40000\"]\n\n\
+         [services.quiet]\ncommand = \"{helper}\"\nargs = [\"sleep\"]\n",
+    );
+    let out_path = d.state_dir.join("logs/chatty.out.log");
+    wait_until("the burst on disk", Duration::from_secs(60), || {
+        read(&out_path).contains(" chatty|out line 00039999 ")
+    });
+    assert_eq!(
+        seqs(&read(&out_path), "chatty"),
+        (0..40_000).collect::<Vec<u64>>()
+    );
+    let chatty = d.pid("chatty").expect("chatty runs");
+    let quiet = d.pid("quiet").expect("quiet runs");
+    assert_eq!(pipe_size(chatty, 1), 1024 * 1024, "the chatty stdout grew");
+    assert_eq!(pipe_size(chatty, 2), 64 * 1024, "its silent stderr did not");
+    assert_eq!(pipe_size(quiet, 1), 64 * 1024, "a quiet stdout did not");
+}
