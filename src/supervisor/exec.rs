@@ -102,8 +102,7 @@ impl Actor {
     }
 
     /// Opens (or closes) the service's notify socket as its spec now asks.
-    pub(super) fn sync_notify_socket(&mut self, name: &str, spec: &ServiceSpec) {
-        let want = spec.ready.as_ref().is_some_and(|r| r.notify);
+    pub(super) fn sync_notify_socket(&mut self, name: &str, want: bool) {
         let dir = self.services.config.supervisor.state_dir.join("notify");
         let e = self.exec.entry(name.to_string()).or_default();
         if !want {
@@ -152,11 +151,21 @@ impl Actor {
             run,
             error,
         };
-        let Some(spec) = self.services.svcs.get(name).map(|s| s.spec.clone()) else {
+        let Some(notify) = self
+            .services
+            .svcs
+            .get(name)
+            .map(|s| s.spec.ready.as_ref().is_some_and(|r| r.notify))
+        else {
             return failed("the service is gone".into());
         };
-        self.sync_notify_socket(name, &spec);
+        self.sync_notify_socket(name, notify);
         let root = self.cgroup_root.clone();
+        // Borrowed, not cloned: a spec (its environment above all) is most of a spawn's
+        // allocations, and the spawn copies what the child needs anyway.
+        let Some(spec) = self.services.svcs.get(name).map(|s| &s.spec) else {
+            return failed("the service is gone".into());
+        };
         let e = self.exec.entry(name.to_string()).or_default();
         if let Some(root) = root {
             // Re-created when missing: someone may have removed an empty cgroup.
@@ -167,7 +176,6 @@ impl Actor {
                 }
             }
         }
-        let notify = spec.ready.as_ref().is_some_and(|r| r.notify);
         let extras = spawn::SpawnExtras {
             instance: &self.instance,
             notify_socket: if notify {
@@ -178,7 +186,7 @@ impl Actor {
             watchdog: spec.watchdog,
             cgroup: e.cgroup.as_deref(),
         };
-        let sp = match spawn::spawn(&spec, &extras) {
+        let sp = match spawn::spawn(spec, &extras) {
             Ok(sp) => sp,
             Err(err) => return failed(err),
         };
