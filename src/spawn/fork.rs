@@ -85,6 +85,7 @@ pub fn cloexec_inherited() {
 /// quadratic (a tenth of its CPU in the children's `close_on_exec`). Our pipe ends are put
 /// in the slots just before the clone and the slots reset to /dev/null right after it;
 /// the mutex keeps spawning threads (tests) out of each other's slots.
+#[derive(Clone, Copy)]
 struct Slots {
     null: RawFd,
     out: RawFd,
@@ -96,13 +97,9 @@ struct Slots {
 static SLOTS: std::sync::Mutex<Option<Slots>> = std::sync::Mutex::new(None);
 
 impl Slots {
-    /// /dev/null at the four lowest free numbers (all close-on-exec).
+    /// /dev/null at the four lowest free numbers (all close-on-exec), kept for good.
     fn reserve() -> io::Result<Slots> {
-        // SAFETY: open with a static NUL-terminated path.
-        let null = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
-        if null < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        let null = std::os::fd::IntoRawFd::into_raw_fd(open_devnull()?);
         let dup = || {
             // SAFETY: duplicating a descriptor we own to the lowest free number >= 3.
             let fd = unsafe { libc::fcntl(null, libc::F_DUPFD_CLOEXEC, 3) };
@@ -132,12 +129,6 @@ impl Slots {
         Ok(())
     }
 
-    fn fill(&self, out: RawFd, err: RawFd, report: RawFd) -> io::Result<()> {
-        Self::put(self.out, out)?;
-        Self::put(self.err, err)?;
-        Self::put(self.report, report)
-    }
-
     /// Back to /dev/null: the slots must not keep a child's pipes open (its logs would
     /// never see EOF).
     fn clear(&self) {
@@ -145,6 +136,48 @@ impl Slots {
             let _ = Self::put(slot, self.null);
         }
     }
+
+    /// The slots holding `out`, `err` and `report` for one spawn, or None where a child
+    /// cannot share our table: without a vfork (not x86_64) the parent would reset the
+    /// slots before the child read them; or `close_range` was refused before.
+    fn fill(out: RawFd, err: RawFd, report: RawFd) -> Option<Filled> {
+        if !cfg!(target_arch = "x86_64") || NO_SHARED_FILES.load(Ordering::Relaxed) {
+            return None;
+        }
+        let mut lock = SLOTS.lock().unwrap_or_else(|p| p.into_inner());
+        if lock.is_none() {
+            *lock = Slots::reserve().ok();
+        }
+        let slots = (*lock)?;
+        // Built first, so a failed put below is cleared on the way out too.
+        let filled = Filled { slots, _lock: lock };
+        Self::put(slots.out, out).ok()?;
+        Self::put(slots.err, err).ok()?;
+        Self::put(slots.report, report).ok()?;
+        Some(filled)
+    }
+}
+
+/// The slots filled for one spawn, theirs alone while this lives; cleared when dropped.
+struct Filled {
+    slots: Slots,
+    _lock: std::sync::MutexGuard<'static, Option<Slots>>,
+}
+
+impl Drop for Filled {
+    fn drop(&mut self) {
+        self.slots.clear();
+    }
+}
+
+fn open_devnull() -> io::Result<OwnedFd> {
+    // SAFETY: open with a static NUL-terminated path.
+    let fd = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 pub fn supported() -> bool {
@@ -284,13 +317,24 @@ fn clone_exec(plan: &Plan, cgroup: Option<&OwnedFd>) -> io::Result<ForkedChild> 
         }
     }
     let (rep_r, rep_w) = pipe()?;
-    // SAFETY: open with a static NUL-terminated path.
-    let devnull = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
-    if devnull < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a fresh descriptor we own.
-    let devnull = unsafe { OwnedFd::from_raw_fd(devnull) };
+    // Shared table: the child's stdio comes through the slots (stdin from their /dev/null).
+    let filled = Slots::fill(out_w.as_raw_fd(), err_w.as_raw_fd(), rep_w.as_raw_fd());
+    let (devnull, fds) = match &filled {
+        Some(f) => (
+            None,
+            [f.slots.null, f.slots.out, f.slots.err, f.slots.report],
+        ),
+        None => {
+            let null = open_devnull()?;
+            let fds = [
+                null.as_raw_fd(),
+                out_w.as_raw_fd(),
+                err_w.as_raw_fd(),
+                rep_w.as_raw_fd(),
+            ];
+            (Some(null), fds)
+        }
+    };
 
     let mut argv: Vec<*const libc::c_char> = plan.argv.iter().map(|a| a.as_ptr()).collect();
     argv.push(std::ptr::null());
@@ -309,50 +353,19 @@ fn clone_exec(plan: &Plan, cgroup: Option<&OwnedFd>) -> io::Result<ForkedChild> 
         args.flags |= CLONE_INTO_CGROUP;
         args.cgroup = cg.as_raw_fd() as u64;
     }
-    let fds = [
-        devnull.as_raw_fd(),
-        out_w.as_raw_fd(),
-        err_w.as_raw_fd(),
-        rep_w.as_raw_fd(),
-    ];
-    let mut ctx = ChildCtx {
+    if filled.is_some() {
+        args.flags |= libc::CLONE_FILES as u64;
+    }
+    let ctx = ChildCtx {
         fds,
-        unshare_from: None,
-        unshare_refused: false,
+        unshare_from: filled.as_ref().map(|f| f.slots.first),
+        // Tests: close_range refused, as on a kernel before 5.9.
+        unshare_refused: filled.is_some() && super::failpoint("close-range-unshare"),
         cwd: &plan.cwd,
         candidates: &candidates,
         argv: &argv,
         envp: &envp,
     };
-    // Only where the clone is a vfork: the slots must hold our pipes until the child has
-    // its own table, and the parent resumes only after the child's exec.
-    let mut slots = None;
-    if cfg!(target_arch = "x86_64") && !NO_SHARED_FILES.load(Ordering::Relaxed) {
-        let mut guard = SLOTS.lock().unwrap_or_else(|p| p.into_inner());
-        if guard.is_none() {
-            *guard = Slots::reserve().ok();
-        }
-        let filled = match guard.as_ref() {
-            Some(sl) => match sl.fill(out_w.as_raw_fd(), err_w.as_raw_fd(), rep_w.as_raw_fd()) {
-                Ok(()) => true,
-                Err(_) => {
-                    sl.clear();
-                    false
-                }
-            },
-            None => false,
-        };
-        if filled {
-            if let Some(sl) = guard.as_ref() {
-                ctx.fds = [sl.null, sl.out, sl.err, sl.report];
-                ctx.unshare_from = Some(sl.first);
-                // Tests: close_range refused, as on a kernel before 5.9.
-                ctx.unshare_refused = super::failpoint("close-range-unshare");
-                args.flags |= libc::CLONE_FILES as u64;
-            }
-            slots = Some(guard);
-        }
-    }
     let ret = if super::failpoint("clone3-enosys") {
         // Tests: clone3 answered as a seccomp filter would.
         // SAFETY: errno is this thread's.
@@ -363,11 +376,8 @@ fn clone_exec(plan: &Plan, cgroup: Option<&OwnedFd>) -> io::Result<ForkedChild> 
         // above, then execs or _exits (see `clone_child`).
         unsafe { clone_child(&mut args, &ctx) }
     };
-    if let Some(guard) = slots {
-        if let Some(sl) = guard.as_ref() {
-            sl.clear();
-        }
-    }
+    // The child has its own table (or is gone): the slots go back to /dev/null.
+    drop(filled);
     if ret < 0 {
         let e = io::Error::last_os_error();
         if cgroup.is_none() && clone3_missing(&e) {
