@@ -380,37 +380,52 @@ mod tests {
         out
     }
 
+    /// Up to 12 lines of up to `max_len` bytes: mostly `x` (weight `x_weight` against 1 each
+    /// for `\r`, the two bytes of `é`, and any byte), each with its `\n` nine times in ten.
+    fn raw_lines(
+        x_weight: u32,
+        max_len: usize,
+    ) -> impl proptest::strategy::Strategy<Value = Vec<(Vec<u8>, bool)>> {
+        proptest::collection::vec(
+            (
+                proptest::collection::vec(
+                    proptest::prop_oneof![
+                        x_weight => proptest::prelude::Just(b'x'),
+                        1 => proptest::prelude::Just(b'\r'),
+                        1 => proptest::prelude::Just(0xC3u8),
+                        1 => proptest::prelude::Just(0xA9u8),
+                        1 => proptest::num::u8::ANY,
+                    ],
+                    0..max_len,
+                ),
+                proptest::bool::weighted(0.9),
+            ),
+            0..12,
+        )
+    }
+
+    /// The bytes a child wrote: each line, then its `\n` when it has one.
+    fn joined(lines: &[(Vec<u8>, bool)]) -> Vec<u8> {
+        let mut data = Vec::new();
+        for (line, newline) in lines {
+            data.extend_from_slice(line);
+            if *newline {
+                data.push(b'\n');
+            }
+        }
+        data
+    }
+
     proptest::proptest! {
         /// Same pieces, same flags as the reference, for any bytes in any chunking: lines
         /// short and long, `\r\n`, multi-byte and invalid UTF-8, lines across reads.
         #[test]
         fn framing_in_place_matches_the_reference(
-            lines in proptest::collection::vec(
-                (
-                    proptest::collection::vec(
-                        proptest::prop_oneof![
-                            6 => proptest::prelude::Just(b'x'),
-                            1 => proptest::prelude::Just(b'\r'),
-                            1 => proptest::prelude::Just(0xC3u8),
-                            1 => proptest::prelude::Just(0xA9u8),
-                            1 => proptest::num::u8::ANY,
-                        ],
-                        // Up to well past max_line (256), so lines are split, also across reads.
-                        0..900,
-                    ),
-                    proptest::bool::weighted(0.9),
-                ),
-                0..12,
-            ),
+            // Up to well past max_line (256), so lines are split, also across reads.
+            lines in raw_lines(6, 900),
             cuts in proptest::collection::vec(proptest::num::usize::ANY, 0..10),
         ) {
-            let mut data = Vec::new();
-            for (line, newline) in &lines {
-                data.extend_from_slice(line);
-                if *newline {
-                    data.push(b'\n');
-                }
-            }
+            let data = joined(&lines);
             let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (data.len() + 1)).collect();
             cuts.push(data.len());
             cuts.sort_unstable();
@@ -433,31 +448,10 @@ mod tests {
         /// gives, whatever the reads' sizes against their buffers' capacities.
         #[test]
         fn frame_matches_push(
-            lines in proptest::collection::vec(
-                (
-                    proptest::collection::vec(
-                        proptest::prop_oneof![
-                            20 => proptest::prelude::Just(b'x'),
-                            1 => proptest::prelude::Just(b'\r'),
-                            1 => proptest::prelude::Just(0xC3u8),
-                            1 => proptest::prelude::Just(0xA9u8),
-                            1 => proptest::num::u8::ANY,
-                        ],
-                        0..400,
-                    ),
-                    proptest::bool::weighted(0.9),
-                ),
-                0..12,
-            ),
+            lines in raw_lines(20, 400),
             cuts in proptest::collection::vec((proptest::num::usize::ANY, 0usize..3), 0..10),
         ) {
-            let mut data = Vec::new();
-            for (line, newline) in &lines {
-                data.extend_from_slice(line);
-                if *newline {
-                    data.push(b'\n');
-                }
-            }
+            let data = joined(&lines);
             let mut cuts: Vec<(usize, usize)> =
                 cuts.iter().map(|(c, slack)| (c % (data.len() + 1), *slack)).collect();
             cuts.push((data.len(), 0));
