@@ -33,14 +33,23 @@ impl Framer {
         }
     }
 
-    /// The lines of one read, `chunk[..]`. A big read of whole lines that needs nothing
-    /// changed (valid UTF-8, no `\r`, none over `max_line`, nothing kept from the read
-    /// before) becomes the `Lines` as it lies: the chunk is taken (left empty, without
-    /// capacity) and only the partial line at its end is copied. Anything else is framed by
-    /// `push` into new `Lines`, and the chunk stays for the next read. A small read is
-    /// copied too, so a queued message never holds a buffer much bigger than its lines.
+    /// Moves the partial line kept from the last read to the start of `chunk`, where the
+    /// next read lands right after it: the line is then whole inside one buffer and that
+    /// read can be framed in place too. Reads of ~100-byte lines almost always end inside
+    /// a line, so without this only every other read was.
+    pub fn prepare(&mut self, chunk: &mut Vec<u8>) {
+        chunk.extend_from_slice(&self.buf);
+        self.buf.clear();
+    }
+
+    /// The lines of one read, `chunk[..]` (after what `prepare` put there). A big read of
+    /// whole lines that needs nothing changed (valid UTF-8, no `\r`, none over `max_line`)
+    /// becomes the `Lines` as it lies: the chunk is taken (left empty, without capacity)
+    /// and only the partial line at its end is copied. Anything else is framed by `push`
+    /// into new `Lines`, and the chunk stays for the next read. A small read is copied
+    /// too, so a queued message never holds a buffer much bigger than its lines.
     pub fn frame(&mut self, chunk: &mut Vec<u8>) -> Lines {
-        if self.buf.is_empty() && !self.continued && chunk.len() >= chunk.capacity() / 2 {
+        if self.buf.is_empty() && chunk.len() >= chunk.capacity() / 2 {
             if let Some(lines) = self.frame_in_place(chunk) {
                 return lines;
             }
@@ -59,11 +68,14 @@ impl Framer {
         }
         let mut ends = Vec::with_capacity(chunk.len() / 64 + 1);
         let mut start = 0;
+        // The first line ends a split overlong one when the last piece went out before.
+        let mut continued = self.continued;
         for pos in memchr::memchr_iter(b'\n', &chunk[..=last]) {
             if pos - start > self.max_line {
                 return None;
             }
-            ends.push((pos + 1, false));
+            ends.push((pos + 1, continued));
+            continued = false;
             start = pos + 1;
         }
         let tail = chunk.split_off(last + 1);
@@ -76,6 +88,7 @@ impl Framer {
             }
         };
         let mut lines = Lines::from_parts(text, ends);
+        self.continued = false;
         self.buf = tail;
         self.split_partial(&mut |l, c| lines.push(l, c));
         Some(lines)
@@ -167,13 +180,15 @@ pub async fn pump(
             chunk = Vec::with_capacity(size);
         }
         chunk.clear();
-        let n = match reader.read_buf(&mut chunk).await {
+        framer.prepare(&mut chunk);
+        match reader.read_buf(&mut chunk).await {
             Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        if n == size && size < CHUNK_MAX {
+            Ok(_) => {}
+        }
+        let full = chunk.len() >= size;
+        if full && size < CHUNK_MAX {
             size = (size * 4).min(CHUNK_MAX);
-        } else if n == CHUNK_MAX {
+        } else if full {
             full_reads += 1;
             if full_reads == FULL_READS_TO_GROW {
                 // Refused past the user's pipe quota (or pipe-max-size): the pipe stays as
@@ -185,7 +200,8 @@ pub async fn pump(
         let lines = framer.frame(&mut chunk);
         out.send(lines).await;
     }
-    let mut lines = Lines::default();
+    // The partial line `prepare` moved into the chunk for the read that found the end.
+    let mut lines = framer.frame(&mut chunk);
     framer.finish(|l, c| lines.push(l, c));
     out.send(lines).await;
     out.report_drops().await;
@@ -461,14 +477,23 @@ mod tests {
             let mut from = 0;
             for (c, slack) in cuts {
                 let piece = &data[from..c];
-                // Capacity exactly the read, twice it (in place still allowed), or 4× (copied).
-                let mut chunk = Vec::with_capacity(piece.len() * (1 + slack * slack) + 1);
+                // As the pump reads: the kept partial line first, the read after it. Capacity
+                // exactly what the chunk holds, twice it (in place still allowed), or 4×
+                // (copied).
+                let mut chunk = Vec::new();
+                f.prepare(&mut chunk);
+                let len = chunk.len() + piece.len();
+                chunk.reserve_exact(len * (1 + slack * slack) + 1 - chunk.len());
                 chunk.extend_from_slice(piece);
                 let got = f.frame(&mut chunk);
                 by_frame.extend(got.iter().map(|(l, cont)| (l.to_owned(), cont)));
                 p.push(piece, |l, cont| by_push.push((String::from_utf8_lossy(l).into_owned(), cont)));
                 from = c;
             }
+            // As at the pump's EOF: a `prepare` for a read that returned nothing.
+            let mut chunk = Vec::new();
+            f.prepare(&mut chunk);
+            by_frame.extend(f.frame(&mut chunk).iter().map(|(l, cont)| (l.to_owned(), cont)));
             f.finish(|l, cont| by_frame.push((String::from_utf8_lossy(l).into_owned(), cont)));
             p.finish(|l, cont| by_push.push((String::from_utf8_lossy(l).into_owned(), cont)));
             proptest::prop_assert_eq!(by_frame, by_push);
@@ -496,12 +521,43 @@ mod tests {
         assert_eq!(lines.text.as_ptr(), ptr, "no copy of the lines");
         let got: Vec<&str> = lines.iter().map(|(l, _)| l).collect();
         assert_eq!(got, ["one", "two"]);
-        // The partial line waits for its end; that read is copied (a line was kept).
+        // The partial line goes first into the next read's buffer, so that read is in place
+        // too.
         let mut chunk = Vec::with_capacity(8);
-        chunk.extend_from_slice(b"ee\n");
+        f.prepare(&mut chunk);
+        chunk.extend_from_slice(b"ee\nfo");
+        let ptr = chunk.as_ptr();
         let lines = f.frame(&mut chunk);
         assert_eq!(lines.iter().map(|(l, _)| l).collect::<Vec<_>>(), ["three"]);
-        assert_eq!(chunk.capacity(), 8, "kept for the next read");
+        assert_eq!(lines.text.as_ptr(), ptr, "no copy of the lines");
+        // A small read is copied and its chunk kept for the next read.
+        let mut chunk = Vec::with_capacity(64);
+        f.prepare(&mut chunk);
+        chunk.extend_from_slice(b"ur\n");
+        let lines = f.frame(&mut chunk);
+        assert_eq!(lines.iter().map(|(l, _)| l).collect::<Vec<_>>(), ["four"]);
+        assert_eq!(chunk.capacity(), 64, "kept for the next read");
+    }
+
+    #[test]
+    fn a_split_lines_last_piece_framed_in_place_stays_a_continuation() {
+        let mut f = Framer::new(256);
+        let mut chunk = Vec::with_capacity(300);
+        f.prepare(&mut chunk);
+        chunk.extend_from_slice(&[b'y'; 300]);
+        let lines = f.frame(&mut chunk);
+        assert_eq!(
+            lines.iter().map(|(l, c)| (l.len(), c)).collect::<Vec<_>>(),
+            [(256, false)]
+        );
+        let mut chunk = Vec::with_capacity(64);
+        f.prepare(&mut chunk);
+        chunk.extend_from_slice(b"zz\nnext\n");
+        let ptr = chunk.as_ptr();
+        let lines = f.frame(&mut chunk);
+        assert_eq!(lines.text.as_ptr(), ptr, "framed in place");
+        let got: Vec<(usize, bool)> = lines.iter().map(|(l, c)| (l.len(), c)).collect();
+        assert_eq!(got, [(46, true), (4, false)]);
     }
 
     #[test]
