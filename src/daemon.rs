@@ -249,7 +249,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     }
     let _ = std::fs::remove_file(&socket_path);
     if let Some(root) = cgroup_root {
-        cgroup::remove(&root);
+        cgroup::remove_tree(&root);
     }
     drop(logs);
     // Dropping every handle closes the channel; the writer flushes and ends.
@@ -282,6 +282,9 @@ fn spawn_signal_task(
 /// The resource tick. It also checks `daemon.out` (our stderr when `lmctl start` launched
 /// us, rotated like the other logs) every `OWN_OUTPUT_CHECK`: a timer of its own woke the
 /// idle daemon twice more a second or two (tokio's wheel fires a far timer in two steps).
+/// Up to this many services a tick with a cgroup each is sampled on the runtime.
+const INLINE_SAMPLES: usize = 64;
+
 async fn sampler_task(
     tx: mpsc::UnboundedSender<Msg>,
     prefix: String,
@@ -306,23 +309,26 @@ async fn sampler_task(
         let Ok(targets) = rrx.await else { return };
         let Some(mut s) = sampler.take() else { return };
         // With a cgroup each, a tick is a few re-reads of open files (µs per service): no
-        // thread hop. A `/proc` scan (no cgroups) can take milliseconds: off the runtime.
-        let samples = if targets.iter().all(|t| t.cgroup.is_some()) {
-            let samples = s.sample(&targets);
-            sampler = Some(s);
-            samples
-        } else {
-            let Ok((s, samples)) = tokio::task::spawn_blocking(move || {
+        // thread hop. A `/proc` scan (no cgroups) can take milliseconds, and so do many
+        // services (a first tick opens every file): off the runtime, where spawns and
+        // requests are served.
+        let samples =
+            if targets.len() <= INLINE_SAMPLES && targets.iter().all(|t| t.cgroup.is_some()) {
                 let samples = s.sample(&targets);
-                (s, samples)
-            })
-            .await
-            else {
-                return;
+                sampler = Some(s);
+                samples
+            } else {
+                let Ok((s, samples)) = tokio::task::spawn_blocking(move || {
+                    let samples = s.sample(&targets);
+                    (s, samples)
+                })
+                .await
+                else {
+                    return;
+                };
+                sampler = Some(s);
+                samples
             };
-            sampler = Some(s);
-            samples
-        };
         if tx.send(Msg::Samples(samples)).is_err() {
             return;
         }

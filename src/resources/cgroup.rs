@@ -83,3 +83,16 @@ pub fn populated(dir: &Path) -> bool {
 pub fn remove(dir: &Path) {
     let _ = std::fs::remove_dir(dir);
 }
+
+/// Removes the daemon's root and what is left under it: the cgroups made ahead for
+/// services that never ran (empty ones only; a populated cgroup cannot be removed).
+pub fn remove_tree(root: &Path) {
+    if let Ok(entries) = std::fs::read_dir(root) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                remove(&e.path());
+            }
+        }
+    }
+    remove(root);
+}

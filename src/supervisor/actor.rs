@@ -356,6 +356,7 @@ impl Actor {
                 for e in events {
                     self.write_event(e);
                 }
+                self.make_cgroups_ahead();
                 self.feed(Input::Boot);
                 while let Some(m) = self.deferred.pop_front() {
                     self.handle(m);

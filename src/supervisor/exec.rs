@@ -451,6 +451,31 @@ impl Actor {
         });
     }
 
+    /// The autostart services' cgroups, made on another thread while the first ones
+    /// spawn: a cgroup mkdir costs about a tenth of a spawn, and this way the actor finds
+    /// them there (each spawn still makes its own when it gets there first).
+    pub(super) fn make_cgroups_ahead(&self) {
+        let Some(root) = self.cgroup_root.clone() else {
+            return;
+        };
+        let names: Vec<String> = self
+            .services
+            .config
+            .start_order
+            .iter()
+            .filter(|n| self.services.svcs.get(*n).is_some_and(|s| s.spec.autostart))
+            .cloned()
+            .collect();
+        if names.len() < 2 {
+            return;
+        }
+        tokio::task::spawn_blocking(move || {
+            for name in names {
+                let _ = cgroup::service_dir(&root, &name);
+            }
+        });
+    }
+
     /// Leftovers of earlier daemons on this state dir (a crashed or SIGKILLed daemon) are
     /// reaped before anything starts, so nothing runs twice; off the actor, so `status`
     /// answers meanwhile. `Boot` follows when it is done.

@@ -314,10 +314,10 @@ impl Drop for Daemon {
                 nix::sys::signal::Signal::SIGKILL,
             );
         }
-        let _ = std::fs::remove_dir(format!(
+        lmsup::resources::cgroup::remove_tree(std::path::Path::new(&format!(
             "/sys/fs/cgroup/unified/leadmaster-{}",
             lmsup::daemon::state_key(&self.state_dir)
-        ));
+        )));
     }
 }
 

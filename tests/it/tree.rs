@@ -219,3 +219,37 @@ fn no_zombies_accumulate_over_200_spawn_exit_cycles() {
         );
     }
 }
+
+/// Cgroups are made ahead at boot for every autostart service, also for one that never
+/// runs (its dependency failed): the daemon still leaves nothing under its root at exit.
+#[test]
+fn cgroups_made_ahead_for_services_that_never_ran_go_with_the_daemon() {
+    let mut d = Daemon::start(&config(
+        "auto",
+        "[services.b]\ncommand = \"{helper}\"\nargs = [\"exit\", \"1\"]\nmax_restarts = 0\n\n\
+         [services.a]\ncommand = \"{helper}\"\nargs = [\"sleep\"]\ndepends_on = { b = \"ready\" }\n\n\
+         [services.c]\ncommand = \"{helper}\"\nargs = [\"sleep\"]\nstart_grace = \"0s\"\n",
+    ));
+    let log = d.merged_log();
+    let Some(root) = log
+        .lines()
+        .find_map(|l| l.split("a cgroup per service under ").nth(1))
+        .map(|r| std::path::PathBuf::from(r.trim()))
+    else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI must run with a writable cgroup v2"
+        );
+        eprintln!("SKIPPED: no writable cgroup v2 here");
+        return;
+    };
+    d.wait_state("b", "failed", Duration::from_secs(10));
+    d.wait_state("c", "running", Duration::from_secs(10));
+    assert_eq!(d.state("a"), "starting", "a waits for b");
+    assert!(d.pid("a").is_none(), "a never ran");
+    wait_until("a's cgroup made ahead", Duration::from_secs(10), || {
+        root.join("a").join("cgroup.procs").exists()
+    });
+    assert_eq!(d.terminate(Duration::from_secs(15)), Some(0));
+    assert!(!root.exists(), "{} left behind", root.display());
+}
