@@ -83,8 +83,10 @@ pub fn cloexec_inherited() {
 /// Copying our whole table, then closing every copy at exec, cost each spawn time in
 /// proportion to our open descriptors: three per service, so a thousand-service start was
 /// quadratic (a tenth of its CPU in the children's `close_on_exec`). Our pipe ends are put
-/// in the slots just before the clone and the slots reset to /dev/null right after it;
-/// the mutex keeps spawning threads (tests) out of each other's slots.
+/// in the slots just before the clone and the slots reset to /dev/null right after it.
+/// Two sets, each behind its mutex, so two threads can spawn at once (the actor runs a
+/// batch of spawns on two); a child keeps the other set's descriptors only until its exec
+/// (they are close-on-exec). A third thread waits for the second set.
 #[derive(Clone, Copy)]
 struct Slots {
     null: RawFd,
@@ -94,7 +96,8 @@ struct Slots {
     first: libc::c_uint,
 }
 
-static SLOTS: std::sync::Mutex<Option<Slots>> = std::sync::Mutex::new(None);
+static SLOTS: [std::sync::Mutex<Option<Slots>>; 2] =
+    [std::sync::Mutex::new(None), std::sync::Mutex::new(None)];
 
 impl Slots {
     /// /dev/null at the four lowest free numbers (all close-on-exec), kept for good.
@@ -144,7 +147,25 @@ impl Slots {
         if !cfg!(target_arch = "x86_64") || NO_SHARED_FILES.load(Ordering::Relaxed) {
             return None;
         }
-        let mut lock = SLOTS.lock().unwrap_or_else(|p| p.into_inner());
+        // Both sets at the first spawn, while our low numbers are free: a set reserved
+        // later would sit above every service's descriptors, and its children would copy
+        // that whole table again.
+        static RESERVE: std::sync::Once = std::sync::Once::new();
+        RESERVE.call_once(|| {
+            for set in &SLOTS {
+                let mut lock = set.lock().unwrap_or_else(|p| p.into_inner());
+                if lock.is_none() {
+                    *lock = Slots::reserve().ok();
+                }
+            }
+        });
+        let mut lock = match SLOTS[0].try_lock() {
+            Ok(lock) => lock,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => {
+                SLOTS[1].lock().unwrap_or_else(|p| p.into_inner())
+            }
+        };
         if lock.is_none() {
             *lock = Slots::reserve().ok();
         }
@@ -466,17 +487,33 @@ unsafe fn clone_child(args: &mut CloneArgs, ctx: &ChildCtx<'_>) -> libc::c_long 
     // faults each time (a tenth of a 1000-service cold start). Not zeroed: the child only
     // pushes onto it. A thread spawns one child at a time (the vfork suspends it), so
     // reuse is safe.
+    // Freed when its thread ends (a batch's helper thread).
+    struct Stack(std::cell::Cell<usize>);
+    impl Drop for Stack {
+        fn drop(&mut self) {
+            if let (p, Ok(layout)) = (
+                self.0.get(),
+                std::alloc::Layout::from_size_align(CHILD_STACK, 16),
+            ) {
+                if p != 0 {
+                    // SAFETY: allocated below with this layout; no child runs on it now (a
+                    // thread's vfork child has exec'd or exited before the thread goes on).
+                    unsafe { std::alloc::dealloc(p as *mut u8, layout) };
+                }
+            }
+        }
+    }
     thread_local! {
-        static STACK: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+        static STACK: Stack = const { Stack(std::cell::Cell::new(0)) };
     }
     let base = STACK.with(|s| {
-        if s.get() == 0 {
+        if s.0.get() == 0 {
             let layout = std::alloc::Layout::from_size_align(CHILD_STACK, 16).ok();
-            // SAFETY: a non-zero size; the block is never freed (one per thread).
+            // SAFETY: a non-zero size; freed when the thread ends.
             let p = layout.map_or(std::ptr::null_mut(), |l| std::alloc::alloc(l));
-            s.set(p as usize);
+            s.0.set(p as usize);
         }
-        s.get()
+        s.0.get()
     });
     if base == 0 {
         *libc::__errno_location() = libc::ENOMEM;

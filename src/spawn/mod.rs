@@ -63,10 +63,45 @@ pub struct SpawnExtras<'a> {
     pub cgroup: Option<&'a Path>,
 }
 
-/// Spawns the service's command. The child gets `env_clear()` plus the declared env plus our
-/// markers, a new session (so it is its own process group leader), default signal
-/// dispositions, stdin from /dev/null and piped stdout/stderr.
-pub fn spawn(spec: &ServiceSpec, extras: &SpawnExtras<'_>) -> Result<Spawned, String> {
+/// A child started by the fork path, before its pipes and exit are handed to the runtime:
+/// what `fork_service` returns, on any thread.
+pub struct Forked {
+    child: fork::ForkedChild,
+    env: BTreeMap<String, EnvVar>,
+    cgroup_error: Option<String>,
+    placed: bool,
+}
+
+impl Forked {
+    /// Registers the pipes and the pidfd with the runtime (call it on the runtime).
+    pub fn into_spawned(self) -> Spawned {
+        let Forked {
+            child,
+            env,
+            cgroup_error,
+            placed,
+        } = self;
+        // Pipes made and set non-blocking by `fork`.
+        let out = tokio::net::unix::pipe::Receiver::from_owned_fd_unchecked(child.stdout)
+            .map(|r| Box::new(r) as Output)
+            .ok();
+        let err = tokio::net::unix::pipe::Receiver::from_owned_fd_unchecked(child.stderr)
+            .map(|r| Box::new(r) as Output)
+            .ok();
+        Spawned {
+            placed,
+            pid: child.pid,
+            stdout: out,
+            stderr: err,
+            exit: Box::pin(fork::wait(child.pidfd)),
+            env,
+            cgroup_error,
+        }
+    }
+}
+
+/// The environment a service's child gets: the declared one plus our markers.
+fn child_env(spec: &ServiceSpec, extras: &SpawnExtras<'_>) -> BTreeMap<String, EnvVar> {
     let mut env = spec.env.clone();
     let supervisor = |v: String| EnvVar {
         value: v,
@@ -92,54 +127,76 @@ pub fn spawn(spec: &ServiceSpec, extras: &SpawnExtras<'_>) -> Result<Spawned, St
             supervisor(w.as_micros().to_string()),
         );
     }
+    env
+}
 
-    if !spec.cwd.is_dir() {
-        return Err(format!(
-            "working directory {} does not exist: create it or fix `cwd` of service `{}`",
-            spec.cwd.display(),
-            spec.name
-        ));
+fn check_cwd(spec: &ServiceSpec) -> Result<(), String> {
+    if spec.cwd.is_dir() {
+        return Ok(());
     }
+    Err(format!(
+        "working directory {} does not exist: create it or fix `cwd` of service `{}`",
+        spec.cwd.display(),
+        spec.name
+    ))
+}
+
+/// The fork path alone (`clone3`), callable from any thread: nothing here needs the
+/// runtime. None where that path is not available (then `spawn` takes the portable one).
+pub fn fork_service(
+    spec: &ServiceSpec,
+    extras: &SpawnExtras<'_>,
+) -> Option<Result<Forked, String>> {
+    if !fork::supported() {
+        return None;
+    }
+    if let Err(e) = check_cwd(spec) {
+        return Some(Err(e));
+    }
+    let env = child_env(spec, extras);
     let skip_join = failpoint("cgroup-join");
     let cgroup = extras.cgroup.filter(|_| !skip_join);
-    if fork::supported() {
-        let plan = fork::Plan::new(
-            &spec.command,
-            &spec.args,
-            env.iter().map(|(k, v)| (k.as_str(), v.value.as_str())),
-            &spec.cwd,
-        )
-        .map_err(|e| format!("cannot execute {:?}: {e}", spec.command))?;
-        let cg_fd = cgroup.and_then(open_dir);
-        match fork::spawn(&plan, cg_fd.as_ref()) {
-            Ok(child) => {
-                let pid = child.pid;
-                // Pipes made and set non-blocking by `fork`.
-                let out = tokio::net::unix::pipe::Receiver::from_owned_fd_unchecked(child.stdout)
-                    .map(|r| Box::new(r) as Output)
-                    .ok();
-                let err = tokio::net::unix::pipe::Receiver::from_owned_fd_unchecked(child.stderr)
-                    .map(|r| Box::new(r) as Output)
-                    .ok();
-                let pidfd = child.pidfd;
-                let placed = child.in_cgroup && cg_fd.is_some();
-                return Ok(Spawned {
-                    placed,
-                    pid,
-                    stdout: out,
-                    stderr: err,
-                    exit: Box::pin(fork::wait(pidfd)),
-                    env,
-                    cgroup_error: child.cgroup_error.or_else(|| {
-                        skip_join.then(|| "skipped by the cgroup-join failpoint".to_string())
-                    }),
-                });
-            }
-            Err(e) if fork::supported() => return Err(exec_error(spec, &e)),
-            // clone3 is not available here: the portable path below.
-            Err(_) => {}
+    let plan = match fork::Plan::new(
+        &spec.command,
+        &spec.args,
+        env.iter().map(|(k, v)| (k.as_str(), v.value.as_str())),
+        &spec.cwd,
+    ) {
+        Ok(plan) => plan,
+        Err(e) => return Some(Err(format!("cannot execute {:?}: {e}", spec.command))),
+    };
+    let cg_fd = cgroup.and_then(open_dir);
+    match fork::spawn(&plan, cg_fd.as_ref()) {
+        Ok(mut child) => {
+            let placed = child.in_cgroup && cg_fd.is_some();
+            let cgroup_error = child
+                .cgroup_error
+                .take()
+                .or_else(|| skip_join.then(|| "skipped by the cgroup-join failpoint".to_string()));
+            Some(Ok(Forked {
+                child,
+                env,
+                cgroup_error,
+                placed,
+            }))
         }
+        Err(e) if fork::supported() => Some(Err(exec_error(spec, &e))),
+        // clone3 is not available here: the portable path.
+        Err(_) => None,
     }
+}
+
+/// Spawns the service's command. The child gets `env_clear()` plus the declared env plus our
+/// markers, a new session (so it is its own process group leader), default signal
+/// dispositions, stdin from /dev/null and piped stdout/stderr.
+pub fn spawn(spec: &ServiceSpec, extras: &SpawnExtras<'_>) -> Result<Spawned, String> {
+    if let Some(forked) = fork_service(spec, extras) {
+        return forked.map(Forked::into_spawned);
+    }
+    check_cwd(spec)?;
+    let env = child_env(spec, extras);
+    let skip_join = failpoint("cgroup-join");
+    let cgroup = extras.cgroup.filter(|_| !skip_join);
     let mut cmd = tokio::process::Command::new(&spec.command);
     cmd.args(&spec.args)
         .env_clear()

@@ -12,6 +12,7 @@ use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use super::action::Action;
 use super::event::{Event, EventKind};
 use super::machine::{step, Input, Services};
 use super::view::History;
@@ -180,7 +181,21 @@ impl Actor {
         let mut queue = VecDeque::from([input]);
         let mut reply = None;
         while let Some(i) = queue.pop_front() {
-            for a in step(&mut self.services, i, Instant::now()) {
+            let mut actions = step(&mut self.services, i, Instant::now())
+                .into_iter()
+                .peekable();
+            while let Some(a) = actions.next() {
+                // Spawns next to each other (a boot, a reload) go as one batch.
+                if let Action::Spawn { service, run } = a {
+                    let mut batch = vec![(service, run)];
+                    while let Some(Action::Spawn { .. }) = actions.peek() {
+                        if let Some(Action::Spawn { service, run }) = actions.next() {
+                            batch.push((service, run));
+                        }
+                    }
+                    queue.extend(self.spawn_batch(batch));
+                    continue;
+                }
                 if let Some(next) = self.execute(a, &mut reply) {
                     queue.push_back(next);
                 }

@@ -31,6 +31,14 @@ const FLUSH_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
 /// How long a config may take to load (a FIFO or a hung network mount as `env_file`).
 const CONFIG_LOAD_TIMEOUT: Duration = Duration::from_secs(30);
 
+fn spawn_failed(name: &str, run: u64, error: String) -> Input {
+    Input::SpawnFailed {
+        service: name.to_string(),
+        run,
+        error,
+    }
+}
+
 impl Actor {
     /// Carries out one action of the machine; a spawn answers with its result at once.
     pub(super) fn execute(
@@ -146,26 +154,89 @@ impl Actor {
     }
 
     pub(super) fn spawn(&mut self, name: &str, run: u64) -> Input {
-        let failed = |error: String| Input::SpawnFailed {
-            service: name.to_string(),
-            run,
-            error,
+        let result = self.prepare_spawn(name).and_then(|notify| {
+            let (spec, extras) = self.spawn_args(name, notify)?;
+            spawn::spawn(spec, &extras)
+        });
+        match result {
+            Ok(sp) => self.finish_spawn(name, run, sp),
+            Err(error) => spawn_failed(name, run, error),
+        }
+    }
+
+    /// Several spawns of one step (a boot, a reload): the actor gets each ready, the forks
+    /// run on two threads at once (each waits for its child's `execve`, the vfork, which is
+    /// most of a spawn), then the actor takes each child over, in order. Where the fork
+    /// path is not available, one after the other.
+    pub(super) fn spawn_batch(&mut self, batch: Vec<(String, u64)>) -> Vec<Input> {
+        if batch.len() < 2 || !spawn::fork::supported() {
+            return batch.iter().map(|(n, r)| self.spawn(n, *r)).collect();
+        }
+        let notify: Vec<Result<bool, String>> =
+            batch.iter().map(|(n, _)| self.prepare_spawn(n)).collect();
+        let forked: Vec<Option<Result<spawn::Forked, String>>> = {
+            let args: Vec<Result<_, String>> = batch
+                .iter()
+                .zip(&notify)
+                .map(|((name, _), notify)| {
+                    notify
+                        .clone()
+                        .and_then(|notify| self.spawn_args(name, notify))
+                })
+                .collect();
+            let fork = |i: usize| match &args[i] {
+                Ok((spec, extras)) => spawn::fork_service(spec, extras),
+                Err(e) => Some(Err(e.clone())),
+            };
+            let n = args.len();
+            std::thread::scope(|scope| {
+                // Odd ones on a helper thread, even ones here: both halves end together
+                // and the children start roughly in start order.
+                let odd = scope.spawn(|| (1..n).step_by(2).map(fork).collect::<Vec<_>>());
+                let even: Vec<_> = (0..n).step_by(2).map(fork).collect();
+                let odd = odd.join().unwrap_or_else(|_| {
+                    (1..n)
+                        .step_by(2)
+                        .map(|_| Some(Err("the spawning thread panicked".to_string())))
+                        .collect()
+                });
+                let (mut even, mut odd) = (even.into_iter(), odd.into_iter());
+                (0..n)
+                    .map(|i| {
+                        if i % 2 == 0 {
+                            even.next().flatten()
+                        } else {
+                            odd.next().flatten()
+                        }
+                    })
+                    .collect()
+            })
         };
+        batch
+            .into_iter()
+            .zip(forked)
+            .map(|((name, run), forked)| match forked {
+                Some(Ok(f)) => self.finish_spawn(&name, run, f.into_spawned()),
+                Some(Err(error)) => spawn_failed(&name, run, error),
+                // The fork path went away under us (clone3 refused): the portable one.
+                None => self.spawn(&name, run),
+            })
+            .collect()
+    }
+
+    /// The actor's part before a fork: the notify socket and the cgroup. Whether the
+    /// service wants `NOTIFY_SOCKET`.
+    fn prepare_spawn(&mut self, name: &str) -> Result<bool, String> {
         let Some(notify) = self
             .services
             .svcs
             .get(name)
             .map(|s| s.spec.ready.as_ref().is_some_and(|r| r.notify))
         else {
-            return failed("the service is gone".into());
+            return Err("the service is gone".into());
         };
         self.sync_notify_socket(name, notify);
         let root = self.cgroup_root.clone();
-        // Borrowed, not cloned: a spec (its environment above all) is most of a spawn's
-        // allocations, and the spawn copies what the child needs anyway.
-        let Some(spec) = self.services.svcs.get(name).map(|s| &s.spec) else {
-            return failed("the service is gone".into());
-        };
         let e = self.exec.entry(name.to_string()).or_default();
         if let Some(root) = root {
             // Re-created when missing: someone may have removed an empty cgroup.
@@ -176,6 +247,25 @@ impl Actor {
                 }
             }
         }
+        Ok(notify)
+    }
+
+    /// The spec (borrowed, not cloned: a spec, its environment above all, is most of a
+    /// spawn's allocations, and the spawn copies what the child needs anyway) and what we
+    /// add to it.
+    fn spawn_args(
+        &self,
+        name: &str,
+        notify: bool,
+    ) -> Result<(&ServiceSpec, spawn::SpawnExtras<'_>), String> {
+        let gone = || "the service is gone".to_string();
+        let spec = self
+            .services
+            .svcs
+            .get(name)
+            .map(|s| &s.spec)
+            .ok_or_else(gone)?;
+        let e = self.exec.get(name).ok_or_else(gone)?;
         let extras = spawn::SpawnExtras {
             instance: &self.instance,
             notify_socket: if notify {
@@ -186,10 +276,13 @@ impl Actor {
             watchdog: spec.watchdog,
             cgroup: e.cgroup.as_deref(),
         };
-        let sp = match spawn::spawn(spec, &extras) {
-            Ok(sp) => sp,
-            Err(err) => return failed(err),
-        };
+        Ok((spec, extras))
+    }
+
+    /// The actor's part after a fork: how the tree is tracked, the log pumps, the exit
+    /// waiter.
+    fn finish_spawn(&mut self, name: &str, run: u64, sp: spawn::Spawned) -> Input {
+        let e = self.exec.entry(name.to_string()).or_default();
         // A child that could not join its cgroup runs outside it: trusting the empty
         // cgroup would blind memory limits and leftover reaping, so this run is tracked
         // by group and markers instead, and an event says so.

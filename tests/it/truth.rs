@@ -300,3 +300,42 @@ fn a_child_holds_only_its_stdio_and_the_daemon_keeps_its_own() {
         assert!(!alive(a) && !alive(b), "{failpoint:?}");
     }
 }
+
+/// A boot spawns its services two at a time (two threads, two sets of descriptor slots):
+/// still each child holds exactly its own stdio, no two children share a pipe, and each
+/// one's output reaches its own log.
+#[test]
+fn services_spawned_two_at_a_time_keep_their_own_pipes() {
+    let names: Vec<String> = (0..12).map(|i| format!("s{i:02}")).collect();
+    let body: String = names
+        .iter()
+        .map(|n| format!("[services.{n}]\ncommand = \"{{helper}}\"\nargs = [\"sleep\"]\nstart_grace = \"0s\"\n\n"))
+        .collect();
+    let d = Daemon::start(&body);
+    for n in &names {
+        d.wait_state(n, "running", Duration::from_secs(10));
+    }
+    wait_until("every pid in its log", Duration::from_secs(10), || {
+        names.iter().all(|n| !d.printed_pids(n).is_empty())
+    });
+    let mut pipes = std::collections::HashSet::new();
+    for n in &names {
+        let pid = d.pid(n).expect("runs");
+        assert_eq!(fds_of(pid), ["0", "1", "2"], "{n}'s descriptors");
+        let printed: Vec<i32> = d.printed_pids(n).into_iter().map(|(_, p)| p).collect();
+        assert_eq!(printed, [pid], "{n}'s log holds its own pid only");
+        for fd in ["1", "2"] {
+            let t = fd_target(pid, fd);
+            assert!(t.starts_with("pipe:"), "{n} fd {fd} is {t}");
+            assert!(
+                pipes.insert(t.clone()),
+                "{n} fd {fd} ({t}) is another child's"
+            );
+        }
+    }
+    let pids: Vec<i32> = names.iter().filter_map(|n| d.pid(n)).collect();
+    let mut args = vec!["stop"];
+    args.extend(names.iter().map(String::as_str));
+    d.ok(&args);
+    assert!(pids.iter().all(|p| !alive(*p)), "{pids:?}");
+}
