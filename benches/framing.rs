@@ -67,40 +67,44 @@ fn bench_framing(c: &mut Criterion) {
             black_box(total)
         })
     });
-    // What the pump does per read now: the read's lines into one `Lines`, one timestamp.
+    // Per read: the read's lines into one `Lines`, one timestamp.
     g.bench_function("pump_batch", |b| {
-        b.iter(|| {
-            let mut framer = Framer::new(MAX_LINE);
-            let mut total = 0usize;
-            for chunk in data.chunks(CHUNK) {
-                let ts = chrono::Local::now().format(TS_FORMAT).to_string();
-                let mut lines = Lines::with_capacity(chunk.len() + 256);
-                framer.push(black_box(chunk), |l, c| lines.push(l, c));
-                total += lines.len() + ts.len();
-                black_box(&lines);
-            }
-            black_box(total)
+        per_read(b, &data, |framer, piece| {
+            let mut lines = Lines::with_capacity(piece.len() + 256);
+            framer.push(piece, |l, c| lines.push(l, c));
+            lines
         })
     });
     // What the pump does now: the kept partial line first in the buffer, the read after it,
     // and the whole read framed where it lies (`prepare` + `frame`).
     g.bench_function("pump_in_place", |b| {
-        b.iter(|| {
-            let mut framer = Framer::new(MAX_LINE);
-            let mut total = 0usize;
-            for piece in data.chunks(CHUNK) {
-                let ts = chrono::Local::now().format(TS_FORMAT).to_string();
-                let mut chunk = Vec::with_capacity(CHUNK + MAX_LINE);
-                framer.prepare(&mut chunk);
-                chunk.extend_from_slice(black_box(piece));
-                let lines = framer.frame(&mut chunk);
-                total += lines.len() + ts.len();
-                black_box(&lines);
-            }
-            black_box(total)
+        per_read(b, &data, |framer, piece| {
+            let mut chunk = Vec::with_capacity(CHUNK + MAX_LINE);
+            framer.prepare(&mut chunk);
+            chunk.extend_from_slice(piece);
+            framer.frame(&mut chunk)
         })
     });
     g.finish();
+}
+
+/// The data in 64 KiB reads, each framed by `frame` into one batch with one timestamp.
+fn per_read(
+    b: &mut criterion::Bencher<'_>,
+    data: &[u8],
+    mut frame: impl FnMut(&mut Framer, &[u8]) -> Lines,
+) {
+    b.iter(|| {
+        let mut framer = Framer::new(MAX_LINE);
+        let mut total = 0usize;
+        for piece in data.chunks(CHUNK) {
+            let ts = chrono::Local::now().format(TS_FORMAT).to_string();
+            let lines = frame(&mut framer, black_box(piece));
+            total += lines.len() + ts.len();
+            black_box(&lines);
+        }
+        black_box(total)
+    })
 }
 
 criterion_group!(benches, bench_framing);

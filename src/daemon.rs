@@ -279,12 +279,12 @@ fn spawn_signal_task(
     }))
 }
 
-/// The resource tick. It also checks `daemon.out` (our stderr when `lmctl start` launched
-/// us, rotated like the other logs) every `OWN_OUTPUT_CHECK`: a timer of its own woke the
-/// idle daemon twice more a second or two (tokio's wheel fires a far timer in two steps).
 /// Up to this many services a tick with a cgroup each is sampled on the runtime.
 const INLINE_SAMPLES: usize = 64;
 
+/// The resource tick. It also checks `daemon.out` (our stderr when `lmctl start` launched
+/// us, rotated like the other logs) every `OWN_OUTPUT_CHECK`: a timer of its own woke the
+/// idle daemon twice more a second or two (tokio's wheel fires a far timer in two steps).
 async fn sampler_task(
     tx: mpsc::UnboundedSender<Msg>,
     prefix: String,

@@ -489,17 +489,17 @@ unsafe fn clone_child(args: &mut CloneArgs, ctx: &ChildCtx<'_>) -> libc::c_long 
     // reuse is safe.
     // Freed when its thread ends (a batch's helper thread).
     struct Stack(std::cell::Cell<usize>);
+    const LAYOUT: std::alloc::Layout = match std::alloc::Layout::from_size_align(CHILD_STACK, 16) {
+        Ok(l) => l,
+        Err(_) => panic!("CHILD_STACK is a valid size"),
+    };
     impl Drop for Stack {
         fn drop(&mut self) {
-            if let (p, Ok(layout)) = (
-                self.0.get(),
-                std::alloc::Layout::from_size_align(CHILD_STACK, 16),
-            ) {
-                if p != 0 {
-                    // SAFETY: allocated below with this layout; no child runs on it now (a
-                    // thread's vfork child has exec'd or exited before the thread goes on).
-                    unsafe { std::alloc::dealloc(p as *mut u8, layout) };
-                }
+            let p = self.0.get();
+            if p != 0 {
+                // SAFETY: allocated below with LAYOUT; no child runs on it now (a thread's
+                // vfork child has exec'd or exited before the thread goes on).
+                unsafe { std::alloc::dealloc(p as *mut u8, LAYOUT) };
             }
         }
     }
@@ -508,10 +508,8 @@ unsafe fn clone_child(args: &mut CloneArgs, ctx: &ChildCtx<'_>) -> libc::c_long 
     }
     let base = STACK.with(|s| {
         if s.0.get() == 0 {
-            let layout = std::alloc::Layout::from_size_align(CHILD_STACK, 16).ok();
             // SAFETY: a non-zero size; freed when the thread ends.
-            let p = layout.map_or(std::ptr::null_mut(), |l| std::alloc::alloc(l));
-            s.0.set(p as usize);
+            s.0.set(std::alloc::alloc(LAYOUT) as usize);
         }
         s.0.get()
     });

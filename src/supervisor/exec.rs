@@ -189,28 +189,29 @@ impl Actor {
                 Err(e) => Some(Err(e.clone())),
             };
             let n = args.len();
-            std::thread::scope(|scope| {
-                // Odd ones on a helper thread, even ones here: both halves end together
-                // and the children start roughly in start order.
-                let odd = scope.spawn(|| (1..n).step_by(2).map(fork).collect::<Vec<_>>());
-                let even: Vec<_> = (0..n).step_by(2).map(fork).collect();
-                let odd = odd.join().unwrap_or_else(|_| {
-                    (1..n)
-                        .step_by(2)
-                        .map(|_| Some(Err("the spawning thread panicked".to_string())))
-                        .collect()
-                });
-                let (mut even, mut odd) = (even.into_iter(), odd.into_iter());
-                (0..n)
-                    .map(|i| {
-                        if i % 2 == 0 {
-                            even.next().flatten()
-                        } else {
-                            odd.next().flatten()
-                        }
-                    })
-                    .collect()
-            })
+            // Odd ones on a helper thread, even ones here: both halves end together and
+            // the children start roughly in start order.
+            let half = |from: usize| {
+                (from..n)
+                    .step_by(2)
+                    .map(|i| (i, fork(i)))
+                    .collect::<Vec<_>>()
+            };
+            let mut all = std::thread::scope(|scope| {
+                let odd = scope.spawn(|| half(1));
+                let mut all = half(0);
+                match odd.join() {
+                    Ok(odd) => all.extend(odd),
+                    Err(_) => all.extend(
+                        (1..n)
+                            .step_by(2)
+                            .map(|i| (i, Some(Err("the spawning thread panicked".to_string())))),
+                    ),
+                }
+                all
+            });
+            all.sort_unstable_by_key(|(i, _)| *i);
+            all.into_iter().map(|(_, forked)| forked).collect()
         };
         batch
             .into_iter()
