@@ -122,6 +122,12 @@ max_restarts = 0
     wait_until("the alert after the receiver came up", T, || {
         rx.count("down", "firing") == 1
     });
+    // The receiver has it before the engine's `alert_sent` reaches the history file.
+    wait_until("alert_sent in the history", T, || {
+        history(&d.state_dir)
+            .iter()
+            .any(|e| e["kind"] == "alert_sent")
+    });
     let ev = history(&d.state_dir);
     let failed: Vec<_> = ev.iter().filter(|e| e["kind"] == "alert_failed").collect();
     let sent = ev
