@@ -85,9 +85,12 @@ fn main() {
     // One thread runs the actor, the pumps, the probes and the control socket: the work is
     // small and bursty, and a second worker cost thread hand-offs on every tick and ~1 MB.
     // Blocking work (`/proc` scans, reaping, config loads) goes to spawn_blocking threads;
-    // the log writer has its own.
+    // the log writer has its own. An idle blocking thread goes after 2 s, not tokio's 10:
+    // the boot's (stale-instance reaping, cgroups made ahead) are gone soon after boot, and
+    // a resource tick at a 1 s interval still finds its thread.
     let rt = match tokio::runtime::Builder::new_current_thread()
         .max_blocking_threads(16)
+        .thread_keep_alive(std::time::Duration::from_secs(2))
         .enable_all()
         .build()
     {
