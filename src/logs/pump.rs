@@ -42,6 +42,11 @@ impl Framer {
         self.buf.clear();
     }
 
+    /// The bytes of the partial line kept from the last read.
+    pub fn kept(&self) -> usize {
+        self.buf.len()
+    }
+
     /// The lines of one read, `chunk[..]` (after what `prepare` put there). A big read of
     /// whole lines that needs nothing changed (valid UTF-8, no `\r`, none over `max_line`)
     /// becomes the `Lines` as it lies: the chunk is taken (left empty, without capacity)
@@ -175,17 +180,18 @@ pub async fn pump(
     let mut size = CHUNK_MIN;
     let mut full_reads = 0;
     loop {
-        // Empty when the last read's chunk became its `Lines`.
-        if chunk.capacity() < size {
-            chunk = Vec::with_capacity(size);
-        }
+        // Empty when the last read's chunk became its `Lines`. Room for `size` bytes after
+        // the partial line: a read of what the child wrote in one go is then whole, not
+        // 64 KiB less that partial line followed by a read of a few bytes.
         chunk.clear();
+        chunk.reserve_exact(framer.kept() + size);
         framer.prepare(&mut chunk);
+        let kept = chunk.len();
         match reader.read_buf(&mut chunk).await {
             Ok(0) | Err(_) => break,
             Ok(_) => {}
         }
-        let full = chunk.len() >= size;
+        let full = chunk.len() - kept >= size;
         if full && size < CHUNK_MAX {
             size = (size * 4).min(CHUNK_MAX);
         } else if full {
