@@ -12,7 +12,9 @@ pub mod tail;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use tokio::sync::{broadcast, mpsc, oneshot};
+use std::sync::mpsc;
+
+use tokio::sync::{broadcast, oneshot};
 
 use crate::config::LogSettings;
 use crate::control::proto::LogsRequest;
@@ -193,7 +195,7 @@ pub struct TailReply {
 pub struct LogHandle {
     /// Unbounded, so daemon events and control requests are never dropped or blocked; child
     /// lines are bounded by `room` instead.
-    pub tx: mpsc::UnboundedSender<LogMsg>,
+    pub tx: mpsc::Sender<LogMsg>,
     /// Permits for queued batches of child lines (each up to 64 KiB): 1024 bounds the queue
     /// near 64 MiB. A batch holds its permit until the writer has written it.
     pub room: Arc<tokio::sync::Semaphore>,
@@ -212,7 +214,7 @@ impl LogHandle {
         settings: &LogSettings,
     ) -> std::io::Result<(LogHandle, std::thread::JoinHandle<()>)> {
         std::fs::create_dir_all(&dir)?;
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel();
         let stats = Arc::new(LogStats::default());
         let mut writer = sink::Writer::new(dir, settings.clone())?.with_stats(stats.clone());
         let join = std::thread::Builder::new()

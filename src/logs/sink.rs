@@ -5,7 +5,10 @@ use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use tokio::sync::{broadcast, mpsc};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use tokio::sync::broadcast;
 
 use super::append::Appender;
 use super::{tail, Followed, Lines, LogMsg, LogStats, TailReply, DAEMON};
@@ -110,11 +113,17 @@ pub fn rotated(path: &Path, i: u32) -> PathBuf {
     PathBuf::from(s)
 }
 
-/// The batch buffer: a backlog of one stream's batches is formatted into it and written
-/// when the next batch would not fit (or when the queue is drained, or another stream's
-/// lines come). On this machine's ext4, appending 54 MB as 256 KiB writes took 17-21 ms of
-/// CPU, as the ~85 KiB writes of single pipe reads 24-28 ms (benches/README.md).
-const BATCH_CAPACITY: usize = 256 * 1024;
+/// The batch buffer: a flood of one stream's batches is formatted into it and written when
+/// the next batch would not fit, when none came for `HOLD`, or when another stream's lines
+/// or an event come. On this machine's ext4, appending 54 MB in ~256 KiB writes took 17-21
+/// ms of CPU, in the ~85 KiB writes of single pipe reads 24-28 ms (benches/README.md).
+const BATCH_CAPACITY: usize = 384 * 1024;
+
+/// Pending lines of at least this much (a full 64 KiB pipe read, formatted) are a flood's:
+/// the writer sleeps `HOLD` and takes what came meanwhile before writing them. Anything less
+/// is written as soon as the queue is drained, as before.
+const HOLD_FROM: usize = 64 * 1024;
+const HOLD: Duration = Duration::from_millis(2);
 
 pub struct Writer {
     dir: PathBuf,
@@ -175,21 +184,42 @@ impl Writer {
         self
     }
 
-    pub fn run(&mut self, mut rx: mpsc::UnboundedReceiver<LogMsg>) {
-        while let Some(msg) = rx.blocking_recv() {
+    pub fn run(&mut self, rx: mpsc::Receiver<LogMsg>) {
+        while let Ok(msg) = rx.recv() {
             self.handle(msg);
-            // Drain what is queued, then flush once: few syscalls under load, fresh files when idle.
-            let mut batch = 0;
-            while batch < 4096 {
-                match rx.try_recv() {
-                    Ok(m) => self.handle(m),
-                    Err(_) => break,
+            self.drain(&rx);
+            // A flood: sleep a little and take what came meanwhile, so its batches go out in
+            // big writes and the pumps' sends find nobody to wake (a wake-up per pipe read
+            // was a cross-CPU interrupt each).
+            while self.holding() {
+                std::thread::sleep(HOLD);
+                if self.drain(&rx) == 0 {
+                    break;
                 }
-                batch += 1;
             }
+            // Then flush once: few syscalls under load, fresh files when idle.
             self.flush();
         }
         self.flush();
+    }
+
+    /// Handles what is queued (up to 4096 messages); how many there were.
+    fn drain(&mut self, rx: &mpsc::Receiver<LogMsg>) -> usize {
+        let mut n = 0;
+        while n < 4096 {
+            match rx.try_recv() {
+                Ok(m) => self.handle(m),
+                Err(_) => break,
+            }
+            n += 1;
+        }
+        n
+    }
+
+    /// Whether the pending lines are a flood's (at least one full pipe read of them), held
+    /// for `HOLD` for the next reads', to go out in bigger writes.
+    fn holding(&self) -> bool {
+        self.pending.is_some() && self.batch_buf.len() >= HOLD_FROM
     }
 
     fn flush(&mut self) {
@@ -602,8 +632,8 @@ mod tests {
         batch(&mut w, "b", Out, 2);
         batch(&mut w, "a", Err, 1);
         batch(&mut w, "a", Out, 1);
-        // ~600 KiB of one stream queued at once: more than one buffer's worth.
-        for _ in 0..20 {
+        // ~1.2 MiB of one stream queued at once: several buffers' worth.
+        for _ in 0..40 {
             batch(&mut w, "b", Out, 300);
         }
         w.flush();
@@ -625,7 +655,7 @@ mod tests {
             ("b|out", 2),
             ("a|err", 1),
             ("a|out", 1),
-            ("b|out", 6000),
+            ("b|out", 12000),
         ];
         let mut want: Vec<String> = Vec::new();
         let mut n = 0;
@@ -641,11 +671,66 @@ mod tests {
         assert_eq!(tags.len(), want.len(), "lines in the merged log");
         assert_eq!(tags, want);
         let b = std::fs::read_to_string(dir.path().join("b.out.log")).expect("b");
-        assert_eq!(b.lines().count(), 6002);
+        assert_eq!(b.lines().count(), 12002);
         assert!(
             merged.len() > 2 * BATCH_CAPACITY,
             "the backlog spans several buffers"
         );
+    }
+
+    /// A flood's lines are held only while more of them come: the last ones reach the file
+    /// once the writer finds nothing new after its short sleep, without any other message to
+    /// push them out, and a quiet stream's line after them goes out at once.
+    #[test]
+    fn a_held_flood_is_written_when_it_stops() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut w = Writer::new(dir.path().to_path_buf(), settings(1 << 30, 2)).expect("writer");
+        let (tx, rx) = mpsc::channel();
+        let writer = std::thread::spawn(move || w.run(rx));
+        let room = Arc::new(tokio::sync::Semaphore::new(64));
+        let send = |n: usize, from: usize| {
+            let mut lines = Lines::default();
+            for i in from..from + n {
+                lines.push(format!("{i:06} {}", "x".repeat(90)).as_bytes(), false);
+            }
+            tx.send(LogMsg::Lines {
+                service: "f".into(),
+                stream: crate::logs::Stream::Out,
+                ts: "T".into(),
+                lines,
+                _room: room.clone().try_acquire_owned().expect("permit"),
+            })
+            .expect("send");
+        };
+        let path = dir.path().join("f.out.log");
+        let count = || {
+            std::fs::read_to_string(&path)
+                .map(|s| s.lines().count())
+                .unwrap_or(0)
+        };
+        let wait_for = |n: usize| {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while count() < n && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            count()
+        };
+        // Three full pipe reads' worth (~65 KiB each, formatted): a flood.
+        for k in 0..3 {
+            send(650, k * 650);
+        }
+        assert_eq!(wait_for(1950), 1950, "the flood's last lines stayed held");
+        send(1, 1950);
+        assert_eq!(wait_for(1951), 1951, "a lone line after the flood");
+        drop(tx);
+        writer.join().expect("writer thread");
+        let text = std::fs::read_to_string(&path).expect("log");
+        for (i, line) in text.lines().enumerate() {
+            assert!(
+                line.starts_with(&format!("T f|out {i:06} ")),
+                "line {i}: {line}"
+            );
+        }
     }
 
     /// Issue 19 defect 5, below `check`: settings past the ranges are clamped, so a rotation
