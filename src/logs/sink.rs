@@ -119,11 +119,12 @@ pub fn rotated(path: &Path, i: u32) -> PathBuf {
 /// ms of CPU, in the ~85 KiB writes of single pipe reads 24-28 ms (benches/README.md).
 const BATCH_CAPACITY: usize = 384 * 1024;
 
-/// Pending lines of at least this much (a full 64 KiB pipe read, formatted) are a flood's:
-/// the writer sleeps `HOLD` and takes what came meanwhile before writing them. Anything less
-/// is written as soon as the queue is drained, as before.
-const HOLD_FROM: usize = 64 * 1024;
-const HOLD: Duration = Duration::from_millis(2);
+/// Pending lines of at least a full pipe read (64 KiB) are a flood's: the writer sleeps
+/// `HOLD` and takes what came meanwhile before writing them, for as long as a full read's
+/// worth keeps coming in each `HOLD`. Anything less is written as soon as the queue is
+/// drained, as before; a flood's last lines wait at most one `HOLD`.
+const FULL_READ: u64 = 64 * 1024;
+const HOLD: Duration = Duration::from_millis(1);
 
 pub struct Writer {
     dir: PathBuf,
@@ -144,6 +145,8 @@ pub struct Writer {
     events_path: PathBuf,
     events: Option<LogFile>,
     stats: Arc<LogStats>,
+    /// Bytes of child lines handled so far (how fast a flood still comes).
+    line_bytes: u64,
 }
 
 /// The event history file for a log dir (`<state_dir>/logs` → `<state_dir>/events.jsonl`).
@@ -175,6 +178,7 @@ impl Writer {
             events_path: events_path(&dir),
             events: None,
             stats: Arc::new(LogStats::default()),
+            line_bytes: 0,
             dir,
         })
     }
@@ -193,7 +197,10 @@ impl Writer {
             // was a cross-CPU interrupt each).
             while self.holding() {
                 std::thread::sleep(HOLD);
-                if self.drain(&rx) == 0 {
+                let before = self.line_bytes;
+                self.drain(&rx);
+                // Less than a full read meanwhile: the flood is ending, its last lines go now.
+                if self.line_bytes - before < FULL_READ {
                     break;
                 }
             }
@@ -203,23 +210,20 @@ impl Writer {
         self.flush();
     }
 
-    /// Handles what is queued (up to 4096 messages); how many there were.
-    fn drain(&mut self, rx: &mpsc::Receiver<LogMsg>) -> usize {
-        let mut n = 0;
-        while n < 4096 {
+    /// Handles what is queued (up to 4096 messages).
+    fn drain(&mut self, rx: &mpsc::Receiver<LogMsg>) {
+        for _ in 0..4096 {
             match rx.try_recv() {
                 Ok(m) => self.handle(m),
                 Err(_) => break,
             }
-            n += 1;
         }
-        n
     }
 
     /// Whether the pending lines are a flood's (at least one full pipe read of them), held
     /// for `HOLD` for the next reads', to go out in bigger writes.
     fn holding(&self) -> bool {
-        self.pending.is_some() && self.batch_buf.len() >= HOLD_FROM
+        self.pending.is_some() && self.batch_buf.len() as u64 >= FULL_READ
     }
 
     fn flush(&mut self) {
@@ -257,6 +261,7 @@ impl Writer {
                 _room,
             } => {
                 let kind = stream.as_str();
+                self.line_bytes += lines.bytes() as u64;
                 self.stats.add(&service, kind, |c| {
                     c.lines += lines.len() as u64;
                     c.bytes += lines.bytes() as u64;
