@@ -205,6 +205,9 @@ pub struct LogHandle {
     timestamp_items: Option<Arc<[chrono::format::Item<'static>]>>,
     pub max_line: usize,
     pub stats: Arc<LogStats>,
+    /// The writer thread, unparked by a pump whose read came back short: a flood it holds
+    /// (`sink::HOLD`) has then ended, and its last lines go out at once.
+    pub writer: std::thread::Thread,
 }
 
 impl LogHandle {
@@ -231,6 +234,7 @@ impl LogHandle {
                     .map(Arc::from),
                 max_line: settings.max_line,
                 stats,
+                writer: join.thread().clone(),
             },
             join,
         ))

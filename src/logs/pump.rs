@@ -204,12 +204,12 @@ pub async fn pump(
             }
         }
         let lines = framer.frame(&mut chunk);
-        out.send(lines).await;
+        out.send(lines, full).await;
     }
     // The partial line `prepare` moved into the chunk for the read that found the end.
     let mut lines = framer.frame(&mut chunk);
     framer.finish(|l, c| lines.push(l, c));
-    out.send(lines).await;
+    out.send(lines, false).await;
     out.report_drops().await;
 }
 
@@ -271,7 +271,9 @@ struct Sender<'a> {
 impl Sender<'_> {
     /// Queues the lines of one read as one message. They arrived at the same instant: one
     /// timestamp for all of them (formatting it is most of the per-line cost).
-    async fn send(&mut self, lines: Lines) {
+    /// `full`: the read filled its buffer, so more is likely waiting; a short read tells a
+    /// writer holding this stream's flood that it has ended.
+    async fn send(&mut self, lines: Lines, full: bool) {
         if lines.is_empty() {
             return;
         }
@@ -303,6 +305,10 @@ impl Sender<'_> {
             lines,
             _room: permit,
         });
+        if !full {
+            // No syscall unless the writer is parked (then only in a flood's hold).
+            self.logs.writer.unpark();
+        }
     }
 
     async fn report_drops(&mut self) {

@@ -122,7 +122,8 @@ const BATCH_CAPACITY: usize = 384 * 1024;
 /// Pending lines of at least a full pipe read (64 KiB) are a flood's: the writer sleeps
 /// `HOLD` and takes what came meanwhile before writing them, for as long as a full read's
 /// worth keeps coming in each `HOLD`. Anything less is written as soon as the queue is
-/// drained, as before; a flood's last lines wait at most one `HOLD`.
+/// drained, as before; a flood's last lines do not wait: the pump's short read that ends it
+/// unparks the writer.
 const FULL_READ: u64 = 64 * 1024;
 const HOLD: Duration = Duration::from_millis(1);
 
@@ -192,15 +193,18 @@ impl Writer {
         while let Ok(msg) = rx.recv() {
             self.handle(msg);
             self.drain(&rx);
-            // A flood: sleep a little and take what came meanwhile, so its batches go out in
+            // A flood: wait a little and take what came meanwhile, so its batches go out in
             // big writes and the pumps' sends find nobody to wake (a wake-up per pipe read
-            // was a cross-CPU interrupt each).
+            // was a cross-CPU interrupt each). A pump's short read unparks us: the end.
             while self.holding() {
-                std::thread::sleep(HOLD);
+                let parked = std::time::Instant::now();
+                std::thread::park_timeout(HOLD);
+                let unparked = parked.elapsed() < HOLD;
                 let before = self.line_bytes;
                 self.drain(&rx);
-                // Less than a full read meanwhile: the flood is ending, its last lines go now.
-                if self.line_bytes - before < FULL_READ {
+                // Unparked by a short read, or less than a full read meanwhile: the flood is
+                // ending, its last lines go now.
+                if unparked || self.line_bytes - before < FULL_READ {
                     break;
                 }
             }
