@@ -197,7 +197,8 @@ pub struct LogHandle {
     /// lines are bounded by `room` instead.
     pub tx: mpsc::Sender<LogMsg>,
     /// Permits for queued batches of child lines (each up to 64 KiB): 1024 bounds the queue
-    /// near 64 MiB. A batch holds its permit until the writer has written it.
+    /// near 64 MiB. A batch holds its permit until the writer has taken it (formatted into
+    /// its buffer of at most 384 KiB, written at the latest when the flood ends).
     pub room: Arc<tokio::sync::Semaphore>,
     pub timestamp: Arc<str>,
     /// `timestamp` parsed once (None if it does not parse: then it is parsed per call, as

@@ -306,7 +306,8 @@ impl Sender<'_> {
             _room: permit,
         });
         if !full {
-            // No syscall unless the writer is parked (then only in a flood's hold).
+            // A syscall only if the writer is parked right now: in a flood's hold, where
+            // this is the point (or, rarely, already back waiting for its queue).
             self.logs.writer.unpark();
         }
     }
