@@ -312,13 +312,12 @@ async fn sampler_task(
         // thread hop. A `/proc` scan (no cgroups) can take milliseconds, and so do many
         // services (a first tick opens every file): off the runtime, where spawns and
         // requests are served.
-        let samples =
+        let (s, samples) =
             if targets.len() <= INLINE_SAMPLES && targets.iter().all(|t| t.cgroup.is_some()) {
                 let samples = s.sample(&targets);
-                sampler = Some(s);
-                samples
+                (s, samples)
             } else {
-                let Ok((s, samples)) = tokio::task::spawn_blocking(move || {
+                let Ok(done) = tokio::task::spawn_blocking(move || {
                     let samples = s.sample(&targets);
                     (s, samples)
                 })
@@ -326,9 +325,9 @@ async fn sampler_task(
                 else {
                     return;
                 };
-                sampler = Some(s);
-                samples
+                done
             };
+        sampler = Some(s);
         if tx.send(Msg::Samples(samples)).is_err() {
             return;
         }

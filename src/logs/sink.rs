@@ -146,8 +146,6 @@ pub struct Writer {
     events_path: PathBuf,
     events: Option<LogFile>,
     stats: Arc<LogStats>,
-    /// Bytes of child lines handled so far (how fast a flood still comes).
-    line_bytes: u64,
 }
 
 /// The event history file for a log dir (`<state_dir>/logs` → `<state_dir>/events.jsonl`).
@@ -179,7 +177,6 @@ impl Writer {
             events_path: events_path(&dir),
             events: None,
             stats: Arc::new(LogStats::default()),
-            line_bytes: 0,
             dir,
         })
     }
@@ -200,11 +197,10 @@ impl Writer {
                 let parked = std::time::Instant::now();
                 std::thread::park_timeout(HOLD);
                 let unparked = parked.elapsed() < HOLD;
-                let before = self.line_bytes;
-                self.drain(&rx);
+                let came = self.drain(&rx);
                 // Unparked by a short read, or less than a full read meanwhile: the flood is
                 // ending, its last lines go now.
-                if unparked || self.line_bytes - before < FULL_READ {
+                if unparked || came < FULL_READ {
                     break;
                 }
             }
@@ -214,14 +210,17 @@ impl Writer {
         self.flush();
     }
 
-    /// Handles what is queued (up to 4096 messages).
-    fn drain(&mut self, rx: &mpsc::Receiver<LogMsg>) {
+    /// Handles what is queued (up to 4096 messages); the bytes of child lines among them.
+    fn drain(&mut self, rx: &mpsc::Receiver<LogMsg>) -> u64 {
+        let mut bytes = 0;
         for _ in 0..4096 {
-            match rx.try_recv() {
-                Ok(m) => self.handle(m),
-                Err(_) => break,
+            let Ok(m) = rx.try_recv() else { break };
+            if let LogMsg::Lines { lines, .. } = &m {
+                bytes += lines.bytes() as u64;
             }
+            self.handle(m);
         }
+        bytes
     }
 
     /// Whether the pending lines are a flood's (at least one full pipe read of them), held
@@ -265,7 +264,6 @@ impl Writer {
                 _room,
             } => {
                 let kind = stream.as_str();
-                self.line_bytes += lines.bytes() as u64;
                 self.stats.add(&service, kind, |c| {
                     c.lines += lines.len() as u64;
                     c.bytes += lines.bytes() as u64;
@@ -606,6 +604,15 @@ mod tests {
         assert_eq!(stats[0].2.bytes, 5 + 9 + 9 + 12 + 5);
     }
 
+    /// Lines `from..from + n`, each its number and 90 x's, as one batch.
+    fn numbered_lines(from: usize, n: usize) -> Lines {
+        let mut lines = Lines::default();
+        for i in from..from + n {
+            lines.push(format!("{i:06} {}", "x".repeat(90)).as_bytes(), false);
+        }
+        lines
+    }
+
     /// Batches held back to be written together keep the merged log in arrival order: a
     /// batch of another stream, or an event, between two of one stream's batches stays
     /// between them; a backlog bigger than the buffer goes out whole and in order.
@@ -616,11 +623,8 @@ mod tests {
         let room = Arc::new(tokio::sync::Semaphore::new(64));
         let mut next = 0;
         let mut batch = |w: &mut Writer, svc: &str, stream, n: usize| {
-            let mut lines = Lines::default();
-            for _ in 0..n {
-                lines.push(format!("{next:06} {}", "x".repeat(90)).as_bytes(), false);
-                next += 1;
-            }
+            let lines = numbered_lines(next, n);
+            next += n;
             w.handle(LogMsg::Lines {
                 service: svc.into(),
                 stream,
@@ -698,15 +702,11 @@ mod tests {
         let writer = std::thread::spawn(move || w.run(rx));
         let room = Arc::new(tokio::sync::Semaphore::new(64));
         let send = |n: usize, from: usize| {
-            let mut lines = Lines::default();
-            for i in from..from + n {
-                lines.push(format!("{i:06} {}", "x".repeat(90)).as_bytes(), false);
-            }
             tx.send(LogMsg::Lines {
                 service: "f".into(),
                 stream: crate::logs::Stream::Out,
                 ts: "T".into(),
-                lines,
+                lines: numbered_lines(from, n),
                 _room: room.clone().try_acquire_owned().expect("permit"),
             })
             .expect("send");
